@@ -1,0 +1,157 @@
+"""Settings from the environment or a ``.env`` file, named as the external contract says."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from core.errors import ConfigError
+
+DEFAULT_LLM_MODEL = "llama-3.3-70b-versatile"
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ESOTERIC_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    data_dir: Path = Path("./data")
+    database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
+    chroma_url: str | None = None
+    embedding_model_dir: Path | None = None
+    groq_api_key: SecretStr | None = Field(default=None, validation_alias="GROQ_API_KEY")
+    groq_base_url: str | None = Field(default=None, validation_alias="GROQ_BASE_URL")
+    llm_model: str = DEFAULT_LLM_MODEL
+    telegram_bot_token: SecretStr | None = Field(
+        default=None, validation_alias="TELEGRAM_BOT_TOKEN"
+    )
+    telegram_api_url: str | None = None
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    slack_bot_token: SecretStr | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, validation_alias="SLACK_SIGNING_SECRET"
+    )
+    slack_app_token: SecretStr | None = Field(default=None, validation_alias="SLACK_APP_TOKEN")
+    slack_api_url: str | None = None
+    slack_sales_channel: str | None = None
+    admins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    session_idle_minutes: int = Field(default=30, gt=0)
+    cleanup_interval_minutes: int = Field(default=5, gt=0)
+    handoff_sla_minutes: int = Field(default=10, gt=0)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    currency: str = Field(default="INR", pattern=r"^[A-Z]{3}$")
+    max_emi_to_income: Decimal | None = Field(default=None, gt=0, lt=1)
+    log_level: str = "INFO"
+
+    @field_validator("admins", "api_keys", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return _comma_list(value)
+
+    @field_validator("admins")
+    @classmethod
+    def _admin_format(cls, value: list[str]) -> list[str]:
+        for item in value:
+            channel, _, ident = item.partition(":")
+            if not channel or not ident:
+                raise ValueError(f"{item!r} is not channel:id (for example telegram:123456)")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        try:
+            url = make_url(value.get_secret_value())
+        except ArgumentError as exc:
+            raise ValueError(
+                "not a SQLAlchemy URL (e.g. sqlite+aiosqlite:///data/esoteric.db "
+                "or postgresql+asyncpg://user@host/db)"
+            ) from exc
+        if url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+            raise ValueError(
+                f"driver {url.drivername!r} is not supported; use sqlite+aiosqlite "
+                "or postgresql+asyncpg"
+            )
+        return value
+
+    @field_validator(
+        "chroma_url", "groq_base_url", "telegram_api_url", "slack_api_url", "telegram_webhook_url"
+    )
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if not value.endswith("/api/") else value
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> Settings:
+        if self.telegram_webhook_url and not self.telegram_webhook_secret:
+            raise ValueError(
+                "ESOTERIC_TELEGRAM_WEBHOOK_SECRET must be set with ESOTERIC_TELEGRAM_WEBHOOK_URL"
+            )
+        return self
+
+    # -- derived -------------------------------------------------------------------------------
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        path = (self.data_dir / "esoteric.db").resolve()
+        return f"sqlite+aiosqlite:///{path}"
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    def safe_database_url(self) -> str:
+        return make_url(self.resolved_database_url).render_as_string(hide_password=True)
+
+
+# The environment name for each field, for error messages that name what the user set.
+def env_name(field: str) -> str:
+    aliases = {f.validation_alias for f in Settings.model_fields.values()}
+    if field in aliases:
+        return field
+    info = Settings.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, str):
+        return info.validation_alias
+    return f"ESOTERIC_{field.upper()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning a validation failure into one ``ConfigError`` naming the setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = [str(part) for part in first.get("loc", ())]
+        field = loc[0] if loc else ""
+        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        if not field:
+            # Model-level checks name their settings in the message itself.
+            raise ConfigError("settings", message) from None
+        raise ConfigError(env_name(field), message) from None

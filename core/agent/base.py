@@ -1,0 +1,54 @@
+"""What an agent is: given the conversation so far and the new message, produce a reply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from core.messages import Reply
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    role: str  # user, assistant, human (a sales rep), system
+    text: str
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    conversation_id: int
+    channel: str
+    text: str
+    state: dict[str, Any]
+    history: tuple[HistoryItem, ...] = ()
+    sender_name: str | None = None
+    contact_phone: str | None = None
+    # "customer" for people buying a loan, "sales" for the internal sales-team assistant.
+    persona: str = "customer"
+
+
+@dataclass(frozen=True)
+class LeadDraft:
+    product: str
+    amount: Decimal | None
+    tenure_months: int | None
+    monthly_income: Decimal | None
+    emi: Decimal | None
+    eligible: bool | None
+    name: str
+    phone: str
+    consent: bool
+
+
+@dataclass
+class AgentResult:
+    reply: Reply
+    state: dict[str, Any]
+    lead: LeadDraft | None = None
+    wants_human: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Agent(Protocol):
+    async def respond(self, ctx: TurnContext) -> AgentResult: ...

@@ -1,0 +1,509 @@
+"""The offline scripted agent: a loan-sales conversation without any LLM.
+
+It answers when no API key is configured and whenever the LLM fails. The conversation state
+(stage and slots) lives in the conversation row, so any process can continue any conversation and
+the LLM agent can hand a turn to this one from the same state.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from core.agent.base import AgentResult, LeadDraft, TurnContext
+from core.catalogue import Catalogue, Product
+from core.loan import eligibility, summarise
+from core.messages import Choice, Citation, Reply
+from core.money import format_money
+from core.numbers import (
+    parse_amount,
+    parse_indian_mobile,
+    parse_monthly_income,
+    parse_tenure_months,
+    parse_yes_no,
+)
+
+# Stages, in the order a quote is built.
+NEED, AMOUNT, TENURE, INCOME, OFFER, CONSENT, NAME, PHONE, DONE = (
+    "need",
+    "amount",
+    "tenure",
+    "income",
+    "offer",
+    "consent",
+    "name",
+    "phone",
+    "done",
+)
+
+_GREETING = re.compile(
+    r"^\s*(hi+|hello+|hey+|hii+|namaste|namaskar|good (morning|afternoon|evening)|yo)\b",
+    re.IGNORECASE,
+)
+_THANKS = re.compile(r"\b(thanks?|thank you|thx|dhanyavaad|shukriya)\b", re.IGNORECASE)
+_HUMAN = re.compile(
+    r"\b(human|person|agent|advisor|adviser|executive|representative|call me"
+    r"|talk to (someone|somebody))\b",
+    re.IGNORECASE,
+)
+_QUESTION = re.compile(
+    r"\?|\b(what|which|how|why|when|where|can i|do i|is there|are there|documents?|fees?|charges?|"
+    r"prepay|foreclos|eligib|interest rate|kya|kaise|kitna)\b",
+    re.IGNORECASE,
+)
+_EXISTING_EMI = re.compile(
+    r"(?:existing|current|other|already pay(?:ing)?)\s+(?:emis?|loans?)[^0-9₹]*([^,;]+)",
+    re.IGNORECASE,
+)
+_NO_EXISTING = re.compile(r"\b(no (existing|other|current) (emi|loan)s?|no emis?)\b", re.IGNORECASE)
+_NAME = re.compile(r"^(?:my name is|i am|i'm|this is|name:?)\s*", re.IGNORECASE)
+
+# Knowledge lookups are provided by the composition root when a knowledge base is available.
+KnowledgeLookup = Callable[[str], Awaitable[tuple[str, tuple[Citation, ...]] | None]]
+
+
+@dataclass(frozen=True)
+class ScriptedAgentConfig:
+    currency: str = "INR"
+    max_emi_to_income: Decimal | None = None  # None: the catalogue's ratio
+
+
+def _product_choices(catalogue: Catalogue) -> tuple[Choice, ...]:
+    return tuple(Choice(p.name, f"I need a {p.name.lower()}") for p in catalogue.products.values())
+
+
+def _years(months: int) -> str:
+    if months % 12 == 0:
+        years = months // 12
+        return f"{years} year{'s' if years != 1 else ''}"
+    return f"{months} months"
+
+
+class ScriptedAgent:
+    """Slot-filling loan conversation: need -> amount -> tenure -> income -> quote -> lead."""
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        config: ScriptedAgentConfig | None = None,
+        knowledge: KnowledgeLookup | None = None,
+    ) -> None:
+        self.catalogue = catalogue
+        self.config = config or ScriptedAgentConfig(currency=catalogue.currency)
+        self.knowledge = knowledge
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def money(self, amount: Decimal | int) -> str:
+        return format_money(amount, self.config.currency)
+
+    def detect_product(self, text: str) -> Product | None:
+        lowered = text.lower()
+        for product in self.catalogue.products.values():
+            for keyword in (product.id, *product.keywords):
+                if re.search(rf"\b{re.escape(keyword)}\b", lowered):
+                    return product
+        return None
+
+    def greeting(self, welcome_back: bool = False) -> Reply:
+        opener = "Welcome back! " if welcome_back else "Hello! "
+        return Reply(
+            f"{opener}I'm Esoteric, an AI loan assistant. I can work out your EMI, give you a "
+            "first eligibility check and connect you with an advisor.\n\n"
+            "Which loan are you looking for: home, personal, car, business or education?",
+            choices=_product_choices(self.catalogue),
+        )
+
+    def help(self) -> Reply:
+        return Reply(
+            "I'm Esoteric, an AI loan assistant. Tell me which loan you need (home, personal, car, "
+            "business or education), the amount, the tenure and your monthly income, and I'll "
+            "work out the EMI and a first eligibility check.\n\n"
+            "Commands:\n- /start: begin again with a greeting\n- /reset: start a new conversation\n"
+            "- /human: ask for a loan advisor\n- /help: this message\n\n"
+            "You can write amounts as 25 lakh, 2.5L, 1.2 crore, 50k or 50,000."
+        )
+
+    # -- the turn --------------------------------------------------------------------------
+
+    async def respond(self, ctx: TurnContext) -> AgentResult:
+        state = dict(ctx.state)
+        stage = state.get("stage")
+        text = ctx.text.strip()
+
+        if stage in (OFFER, CONSENT, NAME, PHONE):
+            handled = self._lead_flow(state, text, ctx)
+            if handled is not None:
+                return handled
+
+        if _HUMAN.search(text) and stage not in (CONSENT, NAME, PHONE):
+            return self.ask_consent(state, wants_human=True)
+
+        product = self.detect_product(text)
+        if product is not None and product.id != state.get("product"):
+            switched = state.get("product") is not None
+            state = {
+                "stage": AMOUNT,
+                "product": product.id,
+                "income": state.get("income"),
+                "existing_emis": state.get("existing_emis"),
+            }
+            self._fill_opportunistic(state, text, product, expected=None)
+            if switched or stage not in (None, NEED):
+                prefix = f"Sure, let's look at a {product.name}. "
+            else:
+                prefix = f"Great, a {product.name}. "
+            return self._next(state, prefix=prefix)
+
+        if stage in (None, NEED):
+            answer = await self._knowledge_answer(text) if _QUESTION.search(text) else None
+            if answer is not None:
+                state["stage"] = NEED
+                return answer_with_state(answer, state, suffix=" Which loan are you interested in?")
+            state["stage"] = NEED
+            if _GREETING.search(text) or stage is None:
+                return AgentResult(self.greeting(), state)
+            return AgentResult(
+                Reply(
+                    "I can help with home, personal, car, business and education loans. "
+                    "Which one are you interested in?",
+                    choices=_product_choices(self.catalogue),
+                ),
+                state,
+            )
+
+        product = self.catalogue.get(state["product"])
+        if stage in (AMOUNT, TENURE, INCOME):
+            return await self._slot_turn(state, text, product)
+        # DONE: a finished quote; new numbers restart the quote for the same product.
+        if _THANKS.search(text):
+            return AgentResult(Reply("You're welcome! If you need anything else, just ask."), state)
+        if parse_amount(text) is not None and not _QUESTION.search(text):
+            state.update(stage=AMOUNT, amount=None, tenure=None)
+            return await self._slot_turn(state, text, product)
+        answer = await self._knowledge_answer(text)
+        if answer is not None:
+            return answer_with_state(answer, state)
+        return AgentResult(
+            Reply(
+                "Is there anything else I can help with? You can ask about our loans, send a new "
+                "amount for another quote, or type /reset to start over."
+            ),
+            state,
+        )
+
+    # -- slot filling ----------------------------------------------------------------------
+
+    def _fill_opportunistic(
+        self, state: dict[str, Any], text: str, product: Product, expected: str | None
+    ) -> None:
+        """Take slots the customer volunteered in one breath ("25 lakh for 20 years")."""
+        if expected != TENURE and state.get("amount") is None:
+            amount = parse_amount(text)
+            if amount is not None and product.min_amount <= amount <= product.max_amount:
+                state["amount"] = str(amount)
+        if (
+            expected != TENURE
+            and state.get("tenure") is None
+            and re.search(r"\b(years?|yrs?|months?)\b", text, re.IGNORECASE)
+        ):
+            months = parse_tenure_months(text)
+            if months and product.min_tenure_months <= months <= product.max_tenure_months:
+                state["tenure"] = months
+
+    async def _slot_turn(self, state: dict[str, Any], text: str, product: Product) -> AgentResult:
+        stage = state["stage"]
+        if stage == AMOUNT:
+            amount = parse_amount(text)
+            if amount is None:
+                answer = await self._knowledge_answer(text) if _QUESTION.search(text) else None
+                if answer is not None:
+                    return answer_with_state(answer, state, suffix=" " + self._ask(AMOUNT, product))
+                return AgentResult(
+                    Reply(
+                        "Sorry, I couldn't read an amount there. "
+                        + self._ask(AMOUNT, product)
+                        + " You can write it like 25 lakh, 2.5L or 25,00,000."
+                    ),
+                    state,
+                )
+            if not product.min_amount <= amount <= product.max_amount:
+                return AgentResult(
+                    Reply(
+                        f"Our {product.name} ranges from {self.money(product.min_amount)} to "
+                        f"{self.money(product.max_amount)}; {self.money(amount)} is outside that. "
+                        "What amount would you like?"
+                    ),
+                    state,
+                )
+            state["amount"] = str(amount)
+            self._fill_opportunistic(state, text, product, expected=AMOUNT)
+            return self._next(state)
+        if stage == TENURE:
+            months = parse_tenure_months(text)
+            if months is None:
+                answer = await self._knowledge_answer(text) if _QUESTION.search(text) else None
+                if answer is not None:
+                    return answer_with_state(answer, state, suffix=" " + self._ask(TENURE, product))
+                return AgentResult(
+                    Reply(
+                        "Sorry, I couldn't read a tenure there. "
+                        + self._ask(TENURE, product)
+                        + " For example: 20 years or 36 months."
+                    ),
+                    state,
+                )
+            if not product.min_tenure_months <= months <= product.max_tenure_months:
+                return AgentResult(
+                    Reply(
+                        f"A {product.name} can run from {_years(product.min_tenure_months)} to "
+                        f"{_years(product.max_tenure_months)}; {_years(months)} is outside that. "
+                        "What tenure would you like?"
+                    ),
+                    state,
+                )
+            state["tenure"] = months
+            return self._next(state)
+        # INCOME
+        income = parse_monthly_income(text)
+        if income is None or income <= 0:
+            answer = await self._knowledge_answer(text) if _QUESTION.search(text) else None
+            if answer is not None:
+                return answer_with_state(answer, state, suffix=" " + self._ask(INCOME, product))
+            return AgentResult(
+                Reply(
+                    "Sorry, I couldn't read your income there. "
+                    + self._ask(INCOME, product)
+                    + " For example: 80,000 a month or 12 LPA."
+                ),
+                state,
+            )
+        state["income"] = str(income)
+        existing = _EXISTING_EMI.search(text)
+        if existing:
+            value = parse_amount(existing.group(1))
+            state["existing_emis"] = str(value) if value is not None else state.get("existing_emis")
+        elif _NO_EXISTING.search(text):
+            state["existing_emis"] = "0"
+        return self._next(state)
+
+    def _ask(self, slot: str, product: Product) -> str:
+        if slot == AMOUNT:
+            return (
+                f"How much would you like to borrow? ({self.money(product.min_amount)} to "
+                f"{self.money(product.max_amount)})"
+            )
+        if slot == TENURE:
+            return (
+                f"Over how long would you like to repay? ({_years(product.min_tenure_months)} "
+                f"to {_years(product.max_tenure_months)})"
+            )
+        return "What is your net monthly income (take-home salary or business income)?"
+
+    def _next(self, state: dict[str, Any], prefix: str = "") -> AgentResult:
+        product = self.catalogue.get(state["product"])
+        for slot, key in ((AMOUNT, "amount"), (TENURE, "tenure"), (INCOME, "income")):
+            if state.get(key) is None:
+                state["stage"] = slot
+                return AgentResult(Reply(prefix + self._ask(slot, product)), state)
+        return self.quote(state, prefix)
+
+    def quote(self, state: dict[str, Any], prefix: str = "") -> AgentResult:
+        product = self.catalogue.get(state["product"])
+        amount = Decimal(state["amount"])
+        months = int(state["tenure"])
+        income = Decimal(state["income"])
+        existing = Decimal(state.get("existing_emis") or 0)
+        ratio = self.config.max_emi_to_income or self.catalogue.max_emi_to_income
+        summary = summarise(amount, product.annual_rate, months)
+        check = eligibility(
+            amount,
+            product.annual_rate,
+            months,
+            income,
+            existing,
+            ratio,
+            product.min_monthly_income,
+            product.max_amount,
+        )
+        fee = product.processing_fee(amount)
+        lines = [
+            f"{prefix}Here is your {product.name} estimate:",
+            f"- Loan amount: {self.money(amount)}",
+            f"- Tenure: {months} months ({_years(months)})",
+            f"- Interest rate: {product.annual_rate}% per annum (reducing balance)",
+            f"- **EMI: {self.money(summary.emi)} per month**",
+            f"- Total interest: {self.money(summary.total_interest)}; total repayment "
+            f"{self.money(summary.total_payment)}",
+            f"- Processing fee: {self.money(fee)}",
+            "",
+        ]
+        share = f"{check.emi_share}%"
+        limit = f"{(ratio * 100).normalize():f}%"
+        existing_note = (
+            f" after your existing EMIs of {self.money(existing)}"
+            if existing
+            else " (assuming no existing EMIs; tell me if you pay any and I'll recheck)"
+        )
+        if check.eligible:
+            lines.append(
+                f"Eligibility: the EMI is {share} of your monthly income of {self.money(income)}, "
+                f"within our {limit} guideline{existing_note}, so you look eligible on this first "
+                "check."
+            )
+        else:
+            reasons = []
+            if "income_below_minimum" in check.reasons:
+                reasons.append(
+                    f"the minimum monthly income for a {product.name} is "
+                    f"{self.money(product.min_monthly_income)}"
+                )
+            if "emi_exceeds_allowed_share" in check.reasons:
+                reasons.append(
+                    f"the EMI would be {share} of your income, above our {limit} guideline"
+                    f"{existing_note}"
+                )
+            lines.append(
+                "Eligibility: this amount may be difficult, because " + " and ".join(reasons) + "."
+            )
+            if check.max_eligible_amount >= product.min_amount:
+                lines.append(
+                    f"On this first check you could borrow up to about "
+                    f"{self.money(check.max_eligible_amount)} over {_years(months)}."
+                )
+        lines.append(
+            "This is an indication, not an approval: the final decision follows document "
+            "verification and a credit assessment."
+        )
+        lines.append("")
+        lines.append("Would you like a loan advisor to call you about this? (yes/no)")
+        state.update(stage=OFFER, emi=str(summary.emi), eligible=check.eligible)
+        return AgentResult(
+            Reply(
+                "\n".join(lines),
+                choices=(Choice("Yes, call me", "yes"), Choice("No, thanks", "no")),
+            ),
+            state,
+            meta={"emi": str(summary.emi), "eligible": check.eligible},
+        )
+
+    # -- the lead ----------------------------------------------------------------------------
+
+    def ask_consent(self, state: dict[str, Any], wants_human: bool = False) -> AgentResult:
+        state["stage"] = CONSENT
+        state["wants_human"] = wants_human or state.get("wants_human", False)
+        opener = "I'll connect you with a loan advisor. " if wants_human else "Great. "
+        return AgentResult(
+            Reply(
+                opener + "To do that I need your name and phone number. Do you agree that Esoteric "
+                "may store them and that an advisor may contact you about this loan? (yes/no)",
+                choices=(Choice("I agree", "yes"), Choice("No", "no")),
+            ),
+            state,
+            wants_human=wants_human,
+        )
+
+    def _lead_flow(self, state: dict[str, Any], text: str, ctx: TurnContext) -> AgentResult | None:
+        stage = state["stage"]
+        if stage == OFFER:
+            answer = parse_yes_no(text)
+            if answer is True:
+                return self.ask_consent(state)
+            if answer is False:
+                state["stage"] = DONE
+                return AgentResult(
+                    Reply(
+                        "No problem. If you'd like to compare another amount or tenure, just "
+                        "send it. You can also ask me about documents, fees or prepayment."
+                    ),
+                    state,
+                )
+            return None
+        if stage == CONSENT:
+            answer = parse_yes_no(text)
+            if answer is True:
+                state.update(stage=NAME, consent=True)
+                return AgentResult(Reply("Thank you. What is your full name?"), state)
+            if answer is False:
+                state.update(stage=DONE, consent=False)
+                return AgentResult(
+                    Reply(
+                        "Understood, I won't store your details. You can keep asking me "
+                        "questions any time."
+                    ),
+                    state,
+                )
+            return AgentResult(
+                Reply(
+                    "Please answer yes or no: may Esoteric store your name and phone number so "
+                    "an advisor can contact you?",
+                    choices=(Choice("I agree", "yes"), Choice("No", "no")),
+                ),
+                state,
+            )
+        if stage == NAME:
+            name = _NAME.sub("", text).strip(" .,!")
+            if not re.fullmatch(r"[^\W\d_][^\d@#/\\<>]{1,79}", name):
+                return AgentResult(Reply("Please tell me your name (letters only)."), state)
+            state.update(stage=PHONE, name=name.title() if name.islower() else name)
+            return AgentResult(
+                Reply(
+                    f"Thanks, {state['name']}. What is your 10-digit mobile number? You can also "
+                    "share your contact.",
+                    request_contact=True,
+                ),
+                state,
+            )
+        if stage == PHONE:
+            phone = parse_indian_mobile(ctx.contact_phone or "") or parse_indian_mobile(text)
+            if phone is None:
+                return AgentResult(
+                    Reply(
+                        "That doesn't look like a valid Indian mobile number. Please send 10 "
+                        "digits starting with 6, 7, 8 or 9, for example 98765 43210.",
+                        request_contact=True,
+                    ),
+                    state,
+                )
+            state.update(stage=DONE, phone=phone)
+            lead = LeadDraft(
+                product=state.get("product") or "unknown",
+                amount=Decimal(state["amount"]) if state.get("amount") else None,
+                tenure_months=int(state["tenure"]) if state.get("tenure") else None,
+                monthly_income=Decimal(state["income"]) if state.get("income") else None,
+                emi=Decimal(state["emi"]) if state.get("emi") else None,
+                eligible=state.get("eligible"),
+                name=state["name"],
+                phone=phone,
+                consent=True,
+            )
+            return AgentResult(
+                Reply(
+                    f"Thank you, {state['name']}. I've passed your request to our loan advisors; "
+                    f"one of them will contact you on {phone}. Approval depends on document "
+                    "verification and a credit assessment."
+                ),
+                state,
+                lead=lead,
+                wants_human=bool(state.get("wants_human")),
+            )
+        return None
+
+    async def _knowledge_answer(self, text: str) -> tuple[str, tuple[Citation, ...]] | None:
+        if self.knowledge is None:
+            return None
+        return await self.knowledge(text)
+
+
+def answer_with_state(
+    answer: tuple[str, tuple[Citation, ...]], state: dict[str, Any], suffix: str = ""
+) -> AgentResult:
+    text, citations = answer
+    return AgentResult(
+        Reply(text + suffix, citations=citations),
+        state,
+        meta={"citations": [c.as_dict() for c in citations]},
+    )

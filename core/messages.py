@@ -1,0 +1,110 @@
+"""The channel-agnostic message model every adapter normalises into and renders from."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+MAX_TEXT_CHARS = 4000
+
+CUSTOMER_COMMANDS = ("start", "help", "reset", "human")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed bot command: ``/emi 500000 10.5 60`` -> name ``emi``, args ``("500000", ...)``."""
+
+    name: str
+    args: tuple[str, ...] = ()
+
+    @property
+    def arg_text(self) -> str:
+        return " ".join(self.args)
+
+
+_COMMAND = re.compile(r"^/([A-Za-z][A-Za-z0-9_]{0,31})(?:@\w+)?(?:\s+(.*))?$", re.DOTALL)
+
+
+def parse_command(text: str) -> Command | None:
+    match = _COMMAND.match(text.strip())
+    if not match:
+        return None
+    args = tuple(match.group(2).split()) if match.group(2) else ()
+    return Command(match.group(1).lower(), args)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    kind: str  # photo, document, voice, sticker, video, audio, file
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One message from a person, as every channel delivers it to the core."""
+
+    channel: str
+    chat_key: str
+    sender_id: str
+    text: str
+    event_id: str | None = None
+    thread: str = ""
+    sender_name: str | None = None
+    command: Command | None = None
+    attachments: tuple[Attachment, ...] = ()
+    contact_phone: str | None = None
+    # Channel-specific facts the core carries but does not interpret (message ids and the like).
+    extra: dict[str, str] = field(default_factory=dict)
+    received_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.channel, self.chat_key, self.thread)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a reply goes: the channel's own address for a conversation."""
+
+    channel: str
+    chat_key: str
+    thread: str = ""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A quick reply a channel may render as a button; ``value`` is sent back as the text."""
+
+    label: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Citation:
+    source: str
+    heading: str
+    chunk_id: str = ""
+    score: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "heading": self.heading,
+            "chunk_id": self.chunk_id,
+            "score": self.score,
+        }
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the bot says: text in a small markdown subset (**bold**, lists, line breaks)."""
+
+    text: str
+    choices: tuple[Choice, ...] = ()
+    citations: tuple[Citation, ...] = ()
+    request_contact: bool = False
