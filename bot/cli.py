@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -74,15 +73,9 @@ async def _cleanup(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings) as runtime:
-        await runtime.service.recover()
-        log.info("esoteric is running; database %s", settings.safe_database_url())
-        await stop.wait()
-        log.info("shutting down")
+    from bot.server import serve
+
+    await serve(settings)
     return 0
 
 

@@ -1,0 +1,69 @@
+"""``esoteric serve``: the HTTP server and every configured channel, until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from adapters.base import ChannelAdapter
+from bot.asgi import create_app
+from bot.channels import build_channels
+from bot.runtime import open_runtime
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class HttpServer(uvicorn.Server):
+    # This process's event loop owns SIGINT/SIGTERM; uvicorn must not take them over.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_runtime(settings) as runtime:
+        channels = build_channels(runtime)
+        app = create_app(runtime, channels)
+        server = HttpServer(
+            uvicorn.Config(
+                app,
+                host=settings.http_host,
+                port=settings.http_port,
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        serving = asyncio.create_task(server.serve(), name="http")
+        started: list[ChannelAdapter] = []
+        stopping = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            for channel in channels:
+                await channel.start()
+                started.append(channel)
+            await runtime.service.recover([c.name for c in channels])
+            log.info(
+                "esoteric is running on http://%s:%d; database %s; channels: %s",
+                settings.http_host,
+                settings.http_port,
+                settings.safe_database_url(),
+                ", ".join(c.name for c in channels) or "none",
+            )
+            await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+            log.info("shutting down")
+        finally:
+            stopping.cancel()
+            # Channels first so no new turns start; the runtime then waits for turns in flight.
+            for channel in reversed(started):
+                await channel.stop()
+            server.should_exit = True
+            await serving
