@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -31,6 +32,8 @@ class Runtime:
     agent: Agent
     service: ConversationService
     scheduler: AsyncIOScheduler | None
+    # The knowledge base, when one could be opened (None: running without retrieval).
+    knowledge: Any | None = None
 
     async def cleanup_sessions(self) -> int:
         return await close_idle_sessions(self.db, self.settings.session_idle_minutes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 from core.messages import Reply, Target
@@ -16,3 +17,24 @@ class OutboundPort(Protocol):
 
     async def typing(self, target: Target) -> None:
         """Show that the bot is working on an answer; best effort."""
+
+
+class ReplyStream(Protocol):
+    """A reply being written: iterate for text deltas, then ``final()`` for the whole reply.
+
+    The final text is authoritative: it may differ from the concatenated deltas (a fallback
+    after a failed stream, a compliance correction), and it carries choices and citations."""
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    async def final(self) -> Reply: ...
+
+
+@runtime_checkable
+class StreamingPort(Protocol):
+    """Channels that can show a reply while it is written (send then edit, post then update,
+    WebSocket frames). The core falls back to ``send`` for channels without it."""
+
+    async def stream(self, target: Target, reply: ReplyStream) -> None:
+        """Render the deltas progressively (paced within platform limits), then make the
+        delivered message(s) exactly ``await reply.final()``, splitting if needed."""
