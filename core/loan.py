@@ -236,6 +236,9 @@ def prepayment(
             (row.interest for row in amortisation(after_balance, annual_rate, remaining)),
             Decimal(0),
         )
+    # Paise rounding in the original schedule can make a token prepayment look a few paise
+    # costlier when the schedule is recomputed; a prepayment never raises the EMI or the interest.
+    new_emi = min(new_emi, old_emi)
     return PrepaymentEffect(
         outstanding_before=outstanding,
         outstanding_after=after_balance,
@@ -243,7 +246,7 @@ def prepayment(
         new_emi_same_tenure=new_emi,
         remaining_months_before=remaining,
         remaining_months_same_emi=same_emi_months,
-        interest_saved_same_emi=before_interest - same_emi_interest,
-        interest_saved_same_tenure=before_interest - same_tenure_interest,
+        interest_saved_same_emi=max(before_interest - same_emi_interest, Decimal(0)),
+        interest_saved_same_tenure=max(before_interest - same_tenure_interest, Decimal(0)),
         charge=(pay * Decimal(str(charge_percent)) / 100).quantize(RUPEE, ROUND_HALF_UP),
     )

@@ -125,7 +125,8 @@ def parse_amount(text: str) -> Decimal | None:
             continue
         if value > 0:
             return value.quantize(Decimal(1)) if value == value.to_integral() else value
-    return _words_value(cleaned)
+    # Words next to a duration unit ("twenty years") are a tenure, not money.
+    return _words_value(_TENURE.sub(" ", cleaned))
 
 
 _DURATION_AFTER = re.compile(
@@ -138,7 +139,8 @@ def _looks_like_duration(text: str, end: int) -> bool:
 
 
 _TENURE = re.compile(
-    r"(\d+(?:\.\d+)?|[a-z]+(?:[\s-][a-z]+)?)\s*(years?|yrs?|yr|y|months?|mths?|mos?)\b",
+    r"(?:(\d+(?:\.\d+)?)\s*|\b([a-z]+(?:[\s-][a-z]+)?)\s+)"
+    r"(years?|yrs?|yr|y|months?|mths?|mos?)\b",
     re.IGNORECASE,
 )
 
@@ -149,12 +151,8 @@ def parse_tenure_months(text: str) -> int | None:
     A bare number is read as years when small (customers say "20" for twenty years) and as
     months when it is a typical month count."""
     for match in _TENURE.finditer(text):
-        quantity_text, unit = match.group(1), match.group(2).lower()
-        quantity = (
-            _to_decimal(quantity_text)
-            if quantity_text[0].isdigit()
-            else _words_value(quantity_text)
-        )
+        digits, words, unit = match.group(1), match.group(2), match.group(3).lower()
+        quantity = _to_decimal(digits) if digits else _words_value(words)
         if quantity is None or quantity <= 0:
             continue
         months = quantity * 12 if unit.startswith("y") else quantity
