@@ -1,0 +1,100 @@
+"""Drive N conversations x M messages through ConversationService with the scripted agent.
+
+Prints turns/s, p50/p99 turn latency (as the channel sees it: handle() call to reply delivered)
+and peak RSS. Target on the embedded SQLite default, one process: >= 300 turns/s, p99 < 20 ms.
+
+    python bench/pipeline.py --conversations 50 --messages 20
+    python bench/pipeline.py --database-url postgresql+asyncpg://postgres@127.0.0.1/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.agent.scripted import ScriptedAgent  # noqa: E402
+from core.catalogue import load_catalogue  # noqa: E402
+from core.conversation import ConversationService  # noqa: E402
+from core.messages import Inbound, Reply, Target  # noqa: E402
+from core.store.database import create_database  # noqa: E402
+from core.store.schema import upgrade_to_head  # noqa: E402
+
+SCRIPT = ["hi", "I need a home loan", "25 lakh", "20 years", "my salary is 1.2 lakh a month",
+          "no", "what about 30 lakh", "15 years", "yes", "no"]
+
+
+class CountingPort:
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send(self, target: Target, reply: Reply) -> None:
+        self.sent += 1
+
+    async def typing(self, target: Target) -> None:
+        return None
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def conversation(service: ConversationService, index: int, messages: int,
+                       latencies: list[float]) -> None:
+    for n in range(messages):
+        text = SCRIPT[n % len(SCRIPT)]
+        inbound = Inbound(channel="bench", chat_key=f"chat-{index}", sender_id=f"user-{index}",
+                          text=text, event_id=f"{index}-{n}")
+        started = time.perf_counter()
+        await service.handle(inbound)
+        latencies.append(time.perf_counter() - started)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--conversations", type=int, default=50)
+    parser.add_argument("--messages", type=int, default=20)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        db = create_database(url)
+        await upgrade_to_head(db)
+        scripted = ScriptedAgent(load_catalogue())
+        service = ConversationService(db, scripted, scripted)
+        port = CountingPort()
+        service.register_channel("bench", port)
+        # Warm up connections and caches so the figures describe steady state.
+        await conversation(service, -1, 3, [])
+
+        latencies: list[float] = []
+        started = time.perf_counter()
+        await asyncio.gather(*(conversation(service, i, args.messages, latencies)
+                               for i in range(args.conversations)))
+        elapsed = time.perf_counter() - started
+        await service.aclose()
+        await db.dispose()
+
+    turns = len(latencies)
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    backend = url.split(":", 1)[0]
+    print(f"backend            {backend}")
+    print(f"conversations      {args.conversations} x {args.messages} messages = {turns} turns")
+    print(f"throughput         {turns / elapsed:.0f} turns/s")
+    print(f"latency p50        {statistics.median(latencies) * 1000:.2f} ms")
+    print(f"latency p99        {percentile(latencies, 0.99) * 1000:.2f} ms")
+    print(f"peak RSS           {rss_mib:.0f} MiB")
+    print(f"replies delivered  {port.sent - 3}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
