@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -18,10 +21,15 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import SingletonThreadPool
 
 from core.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -36,29 +44,43 @@ def _sqlite_file(url: URL) -> Path | None:
     return None
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _sqlite_listeners(sync_engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take over transaction control from the driver so that BEGIN IMMEDIATE below applies.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         # Writers take the lock up front: a deferred transaction that later upgrades to a write
         # fails at once with "database is locked" instead of waiting out the busy timeout.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, OperationalError):
+        return StoreUnavailable(f"database unavailable: {exc.orig}")
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return StoreUnavailable("database connection lost")
+    if isinstance(exc, OSError | ConnectionError):
+        return StoreUnavailable(f"database unreachable: {exc}")
+    return exc
+
+
 @dataclass
 class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    # SQLite only: the hot path runs each transaction whole on one dedicated thread with the
+    # stdlib driver, one thread hop per transaction instead of several per statement.
+    sync_sessions: sessionmaker[Session] | None = None
+    executor: ThreadPoolExecutor | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -75,33 +97,77 @@ class Database:
         try:
             async with self.sessions() as session, session.begin():
                 yield session
-        except OperationalError as exc:
-            raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise StoreUnavailable("database connection lost") from exc
-            raise
-        except (OSError, ConnectionError) as exc:
-            raise StoreUnavailable(f"database unreachable: {exc}") from exc
+        except (DBAPIError, OSError, ConnectionError) as exc:
+            translated = _translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    async def run(
+        self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(session, ...)`` in one transaction and return its result. ``fn`` is plain
+        synchronous SQLAlchemy; on Postgres it runs through the async engine's greenlet bridge,
+        on SQLite on the database thread."""
+        try:
+            if self.sync_sessions is not None and self.executor is not None:
+                call = functools.partial(self._run_sync, fn, *args, **kwargs)
+                return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+            async with self.sessions() as session, session.begin():
+                return await session.run_sync(lambda s: fn(s, *args, **kwargs))
+        except (DBAPIError, OSError, ConnectionError) as exc:
+            translated = _translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def _run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        assert self.sync_sessions is not None
+        with self.sync_sessions() as session, session.begin():
+            return fn(session, *args, **kwargs)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.sync_sessions is not None and self.executor is not None:
+            bind = self.sync_sessions.kw["bind"]
+            # sqlite3 connections belong to the thread that made them.
+            await asyncio.get_running_loop().run_in_executor(self.executor, bind.dispose)
+            self.executor.shutdown(wait=True)
 
 
-def create_database(url: str, echo: bool = False) -> Database:
+def create_database(
+    url: str, echo: bool = False, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+) -> Database:
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
-    if parsed.get_backend_name() == "sqlite":
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite:
         path = _sqlite_file(parsed)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
+        # One writer at a time is all SQLite allows: a single pooled connection makes sessions
+        # queue in the event loop instead of in SQLite's busy handler.
+        kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
     else:
         kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
     engine = create_async_engine(parsed, **kwargs)
-    if parsed.get_backend_name() == "sqlite":
-        _configure_sqlite(engine)
-    return Database(engine, async_sessionmaker(engine, expire_on_commit=False))
+    if not sqlite:
+        return Database(engine, async_sessionmaker(engine, expire_on_commit=False))
+    _sqlite_listeners(engine.sync_engine, busy_timeout_ms)
+    sync_engine = create_engine(
+        parsed.set(drivername="sqlite"),
+        echo=echo,
+        poolclass=SingletonThreadPool,
+        connect_args={"timeout": busy_timeout_ms / 1000},
+    )
+    _sqlite_listeners(sync_engine, busy_timeout_ms)
+    return Database(
+        engine,
+        async_sessionmaker(engine, expire_on_commit=False),
+        sessionmaker(sync_engine, expire_on_commit=False),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="esoteric-sqlite"),
+    )
 
 
 async def ping(db: Database) -> None:
