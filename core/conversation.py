@@ -19,15 +19,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 
-from core.agent.base import Agent, AgentResult, TurnContext
+from core.agent.base import Agent, AgentResult, StreamingAgent, TurnContext
 from core.agent.scripted import ScriptedAgent
-from core.errors import StoreUnavailable
-from core.messages import MAX_TEXT_CHARS, Inbound, Reply, Target, utcnow
-from core.ports import OutboundPort
+from core.errors import AgentError, StoreUnavailable
+from core.messages import MAX_TEXT_CHARS, Inbound, Reply, Target, parse_command, utcnow
+from core.ports import OutboundPort, StreamingPort
 from core.store import repository as repo
+from core.store import turns
 from core.store.database import Database
-from core.store.models import Conversation, ConversationStatus, Message, MessageStatus, User
+from core.store.models import Conversation, ConversationStatus, MessageStatus
+from core.store.turns import TurnData
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,53 @@ class _Pending:
     welcome_back: bool
     future: asyncio.Future[TurnOutcome]
     inbound: Inbound | None = None
+    live: _LiveReply | None = None
+
+
+class _LiveReply:
+    """The ``ReplyStream`` a streaming channel renders while the agent writes. Deltas flow as
+    they come; ``final()`` resolves only once the whole reply is persisted, so what the channel
+    leaves on screen is exactly what the database holds."""
+
+    def __init__(self) -> None:
+        self._deltas: asyncio.Queue[str | None] = asyncio.Queue()
+        self._final: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.delivery: asyncio.Task[None] | None = None
+
+    def push(self, delta: str) -> None:
+        self._deltas.put_nowait(delta)
+
+    def end_deltas(self) -> None:
+        self._deltas.put_nowait(None)
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[str]:
+        while True:
+            delta = await self._deltas.get()
+            if delta is None:
+                self._deltas.put_nowait(None)  # a second iteration ends at once too
+                return
+            yield delta
+
+    async def final(self) -> Reply:
+        return await asyncio.shield(self._final)
+
+    def resolve(self, reply: Reply) -> None:
+        self.end_deltas()
+        if not self._final.done():
+            self._final.set_result(reply)
+
+    async def abort(self, exc: BaseException) -> None:
+        """The turn failed after the channel started rendering: let the channel's stream end
+        and collect its outcome so no task is left behind."""
+        self.end_deltas()
+        if not self._final.done():
+            self._final.set_exception(AgentError(f"the turn failed: {exc!r}"))
+            self._final.exception()  # retrieved here: the channel may never ask for it
+        if self.delivery is not None:
+            await asyncio.gather(self.delivery, return_exceptions=True)
 
 
 @dataclass
@@ -116,10 +166,16 @@ class ConversationService:
             raise StoreUnavailable("shutting down")
         key = inbound.key
         async with self._ingest_lock(key):
-            async with self.db.transaction() as session:
-                recorded = await repo.record_inbound(
-                    session, inbound, self.clock(), timedelta(minutes=self.config.idle_minutes)
+            try:
+                recorded = await self.db.run(
+                    turns.record_inbound,
+                    inbound,
+                    self.clock(),
+                    timedelta(minutes=self.config.idle_minutes),
                 )
+            except IntegrityError:
+                # Another process stored the same event between our check and our insert.
+                recorded = None
             if recorded is None:
                 self.counters.dedup_hits += 1
                 log.info(
@@ -185,30 +241,32 @@ class ConversationService:
 
     async def _turn(self, pending: _Pending) -> TurnOutcome:
         started = time.perf_counter()
-        async with self.db.transaction() as session:
-            message = await session.get(Message, pending.message_id)
-            if message is None:
-                raise LookupError(f"message {pending.message_id} vanished")
-            conversation = await session.get(Conversation, message.conversation_id)
-            assert conversation is not None
-            if message.status != MessageStatus.RECEIVED:
-                # Another process (or an earlier run) already answered it.
-                return TurnOutcome(message.id, conversation.id, None, None)
-            user = await session.get(User, conversation.user_id) if conversation.user_id else None
-            history = await repo.history(
-                session, conversation.id, message.id, self.config.history_messages
-            )
-        target = Target(conversation.channel, conversation.chat_key, conversation.thread)
-        port = self.ports.get(conversation.channel)
+        turn = await self.db.run(turns.load_turn, pending.message_id, self.config.history_messages)
+        if turn is None:
+            raise LookupError(f"message {pending.message_id} vanished")
+        if turn.message_status != MessageStatus.RECEIVED:
+            # Another process (or an earlier run) already answered it.
+            return TurnOutcome(turn.message_id, turn.conversation_id, None, None)
+        target = Target(turn.channel, turn.chat_key, turn.thread)
+        port = self.ports.get(turn.channel)
 
-        async with self._cross_process_lock(conversation.id):
-            result = await self._route(message, conversation, user, history, pending, port, target)
-            reply_id = await self._persist(message, conversation, user, result, started)
-        if result is not None and port is not None:
+        try:
+            async with self._cross_process_lock(turn.conversation_id):
+                result = await self._route(turn, pending, port, target)
+                reply_id = await self._persist(turn, result, started)
+        except BaseException as exc:
+            if pending.live is not None:
+                await pending.live.abort(exc)
+            raise
+        if pending.live is not None:
+            await self._finish_stream(pending.live, result, reply_id)
+        elif result is not None and port is not None:
             await self._deliver(port, target, result.reply, reply_id)
         self.counters.turns += 1
         self.counters.latencies.append(time.perf_counter() - started)
-        return TurnOutcome(message.id, conversation.id, result.reply if result else None, reply_id)
+        return TurnOutcome(
+            turn.message_id, turn.conversation_id, result.reply if result else None, reply_id
+        )
 
     @contextlib.asynccontextmanager
     async def _cross_process_lock(self, conversation_id: int) -> AsyncIterator[None]:
@@ -227,40 +285,29 @@ class ConversationService:
                 await conn.commit()
 
     async def _route(
-        self,
-        message: Message,
-        conversation: Conversation,
-        user: User | None,
-        history: tuple[Any, ...],
-        pending: _Pending,
-        port: OutboundPort | None,
-        target: Target,
+        self, turn: TurnData, pending: _Pending, port: OutboundPort | None, target: Target
     ) -> AgentResult | None:
-        if user is not None and user.banned:
+        if turn.user_banned:
             return None
-        if conversation.paused or conversation.status == ConversationStatus.HANDOFF:
+        if turn.paused or turn.conversation_status == ConversationStatus.HANDOFF:
             return None
-        state = dict(conversation.state or {})
+        state = turn.state
         inbound = pending.inbound
-        command = inbound.command if inbound is not None else None
-        if command is None and message.text.startswith("/"):
-            from core.messages import parse_command
-
-            command = parse_command(message.text)
-        if len(message.text) > self.config.max_text_chars:
+        command = inbound.command if inbound is not None else parse_command(turn.text)
+        if len(turn.text) > self.config.max_text_chars:
             return AgentResult(
                 Reply(
-                    f"That message is too long for me ({len(message.text):,} characters; the "
+                    f"That message is too long for me ({len(turn.text):,} characters; the "
                     f"limit is {self.config.max_text_chars:,}). Please send a shorter one."
                 ),
                 state,
             )
         if command is not None:
-            handled = self._customer_command(command.name, state, conversation)
+            handled = self._customer_command(command.name, state)
             if handled is not None:
                 return handled
-        if not message.text.strip():
-            attachments = (message.meta or {}).get("attachments")
+        if not turn.text.strip():
+            attachments = turn.meta.get("attachments")
             if attachments:
                 return AgentResult(
                     Reply(
@@ -271,21 +318,22 @@ class ConversationService:
                 )
             return AgentResult(Reply("I didn't catch any text there. How can I help?"), state)
         ctx = TurnContext(
-            conversation_id=conversation.id,
-            channel=conversation.channel,
-            text=message.text,
+            conversation_id=turn.conversation_id,
+            channel=turn.channel,
+            text=turn.text,
             state=state,
-            history=history,
-            sender_name=user.display_name if user else None,
+            history=turn.history,
+            sender_name=turn.user_name,
             contact_phone=(inbound.contact_phone if inbound else None)
-            or (user.phone if user and (message.meta or {}).get("contact_shared") else None),
-            persona=self.config.personas.get(conversation.channel, "customer"),
+            or (turn.user_phone if turn.meta.get("contact_shared") else None),
+            persona=self.config.personas.get(turn.channel, "customer"),
+            summary=turn.summary,
         )
         if port is not None:
             with contextlib.suppress(Exception):
                 await port.typing(target)
         try:
-            result = await self.agent.respond(ctx)
+            result = await self._ask_agent(ctx, port, target, pending)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -303,9 +351,48 @@ class ConversationService:
             )
         return result
 
-    def _customer_command(
-        self, name: str, state: dict[str, Any], conversation: Conversation
-    ) -> AgentResult | None:
+    async def _ask_agent(
+        self, ctx: TurnContext, port: OutboundPort | None, target: Target, pending: _Pending
+    ) -> AgentResult:
+        """Stream when both the channel and the agent can; otherwise one whole reply."""
+        if not (isinstance(port, StreamingPort) and isinstance(self.agent, StreamingAgent)):
+            return await self.agent.respond(ctx)
+        live = pending.live = _LiveReply()
+        live.delivery = asyncio.create_task(port.stream(target, live), name="reply-stream")
+        result: AgentResult | None = None
+        try:
+            async for item in self.agent.stream(ctx):
+                if isinstance(item, AgentResult):
+                    result = item
+                else:
+                    live.push(item)
+        finally:
+            live.end_deltas()
+        if result is None:
+            raise AgentError("the agent's stream ended without a result")
+        result.meta["streamed"] = True
+        return result
+
+    async def _finish_stream(
+        self, live: _LiveReply, result: AgentResult | None, reply_id: int | None
+    ) -> None:
+        if result is None:
+            await live.abort(AgentError("no reply for this turn"))
+            return
+        live.resolve(result.reply)
+        status = MessageStatus.SENT
+        assert live.delivery is not None
+        try:
+            await live.delivery
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            status = MessageStatus.FAILED
+            log.exception("streamed delivery failed", extra={"reply_id": reply_id})
+        if reply_id is not None:
+            await self.db.run(turns.set_delivery, reply_id, status)
+
+    def _customer_command(self, name: str, state: dict[str, Any]) -> AgentResult | None:
         if name == "start":
             return AgentResult(self.scripted.greeting(), {"stage": "need"})
         if name == "help":
@@ -328,27 +415,11 @@ class ConversationService:
         )
 
     async def _persist(
-        self,
-        message: Message,
-        conversation: Conversation,
-        user: User | None,
-        result: AgentResult | None,
-        started: float,
+        self, turn: TurnData, result: AgentResult | None, started: float
     ) -> int | None:
-        now = self.clock()
-        async with self.db.transaction() as session:
-            conv = await session.get(Conversation, conversation.id)
-            msg = await session.get(Message, message.id)
-            assert conv is not None and msg is not None
-            if msg.status != MessageStatus.RECEIVED:
-                return None
-            msg.answered_at = now
-            if result is None:
-                msg.status = MessageStatus.IGNORED
-                return None
-            msg.status = MessageStatus.ANSWERED
-            conv.state = result.state
-            conv.last_activity_at = now
+        if result is None:
+            answer = turns.Answer(None, turn.state, {})
+        else:
             meta = dict(result.meta)
             meta.setdefault("latency_ms", round((time.perf_counter() - started) * 1000, 2))
             if result.reply.citations:
@@ -357,30 +428,16 @@ class ConversationService:
                 meta["choices"] = [
                     {"label": c.label, "value": c.value} for c in result.reply.choices
                 ]
-            if result.lead is not None:
-                lead = repo.add_lead(session, result.lead, conv.id, conv.user_id, now)
-                await session.flush()
-                meta["lead_id"] = lead.id
-                if user is not None and not user.phone:
-                    db_user = await session.get(User, user.id)
-                    if db_user is not None:
-                        db_user.phone = result.lead.phone
-            out = Message(
-                conversation_id=conv.id,
-                channel=conv.channel,
-                direction="out",
-                author="bot",
-                text=result.reply.text,
-                status=MessageStatus.PENDING,
-                created_at=now,
-                reply_to_id=msg.id,
-                meta=meta,
+            close = meta.get("close")
+            answer = turns.Answer(
+                result.reply.text,
+                result.state,
+                meta,
+                summary=result.summary,
+                lead=result.lead,
+                close_reason=str(close) if close else None,
             )
-            session.add(out)
-            if meta.get("close"):
-                repo.close(conv, str(meta["close"]), now)
-            await session.flush()
-            return out.id
+        return await self.db.run(turns.persist_turn, turn, answer, self.clock())
 
     async def _deliver(
         self, port: OutboundPort, target: Target, reply: Reply, reply_id: int | None
@@ -394,10 +451,19 @@ class ConversationService:
             status = MessageStatus.FAILED
             log.exception("delivery failed", extra={"reply_id": reply_id})
         if reply_id is not None:
-            async with self.db.transaction() as session:
-                out = await session.get(Message, reply_id)
-                if out is not None:
-                    out.status = status
+            await self.db.run(turns.set_delivery, reply_id, status)
+
+    async def close_conversation(
+        self, channel: str, chat_key: str, thread: str = "", reason: str = "closed"
+    ) -> bool:
+        """Close a chat's open conversation, e.g. with reason "blocked" when the customer
+        blocked the bot. ``False`` when none was open."""
+        async with self.db.transaction() as session:
+            conversation = await repo.open_conversation(session, channel, chat_key, thread)
+            if conversation is None:
+                return False
+            repo.close(conversation, reason, self.clock())
+        return True
 
     # -- recovery and shutdown ------------------------------------------------------------------
 
