@@ -1,0 +1,572 @@
+"""The Slack channel: the sales team's assistant, on the Events API or Socket Mode.
+
+slack-bolt's ``AsyncApp`` dispatches; this module only translates. Every listener acknowledges at
+once and hands the slow part (the turn, a desk command) to a tracked background task, so Slack
+gets its answer well inside 3 seconds and shutdown can wait for work in flight. Retried
+deliveries are left to the core's dedup on ``event_id``; the ``X-Slack-Retry-Num`` header is
+never a reason to drop an event (Socket Mode sets it to "0" on first deliveries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import aiohttp
+from fastapi import APIRouter, Request, Response
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from adapters.slack.events import (
+    CHANNEL,
+    BotIdentity,
+    from_person,
+    is_dm,
+    mentions,
+    to_inbound,
+)
+from adapters.slack.render import ACTION_PATTERN, DESK_PREFIX, SlackMessage, preview, render
+from core.conversation import ConversationService
+from core.errors import ChannelError, StoreUnavailable
+from core.messages import Reply, Target
+from core.ports import ReplyStream
+from core.salesdesk import COMMAND, SalesDesk
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://slack.com/api/"
+# Slack refuses requests signed more than five minutes from now (replays); so do we.
+MAX_CLOCK_SKEW = 300
+_MAX_REMEMBERED = 10_000
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    bot_token: str
+    signing_secret: str | None = None
+    app_token: str | None = None  # set: Socket Mode instead of HTTP events
+    api_url: str | None = None  # the Web API base, e.g. http://127.0.0.1:8080/api/
+    # Seconds between chat.update calls while a reply streams (chat.update is about 1/s).
+    stream_interval: float = 1.0
+    rate_limit_retries: int = 3
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self.app_token)
+
+    @property
+    def base_url(self) -> str:
+        url = self.api_url or DEFAULT_API_URL
+        return url if url.endswith("/") else url + "/"
+
+
+class _Recent:
+    """A bounded set: threads the bot is known to be in, and the like."""
+
+    def __init__(self, size: int = _MAX_REMEMBERED) -> None:
+        self._items: OrderedDict[Any, None] = OrderedDict()
+        self._size = size
+
+    def add(self, item: Any) -> None:
+        self._items[item] = None
+        self._items.move_to_end(item)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def discard(self, item: Any) -> None:
+        self._items.pop(item, None)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+
+class SlackChannel:
+    name = CHANNEL
+
+    def __init__(self, service: ConversationService, desk: SalesDesk, config: SlackConfig) -> None:
+        if not config.socket_mode and not config.signing_secret:
+            raise ChannelError("Slack HTTP events need SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN)")
+        self.service = service
+        self.desk = desk
+        self.config = config
+        self.client = AsyncWebClient(
+            token=config.bot_token,
+            base_url=config.base_url,
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(),
+                # Honours Retry-After on 429 (chat.postMessage is about 1/s per channel).
+                AsyncRateLimitErrorRetryHandler(max_retry_count=config.rate_limit_retries),
+            ],
+        )
+        self.app = AsyncApp(
+            client=self.client,
+            signing_secret=config.signing_secret or "",
+            # Listeners only acknowledge and schedule, so running them before the response
+            # keeps bolt from spawning untracked tasks of its own.
+            process_before_response=True,
+            request_verification_enabled=not config.socket_mode,
+        )
+        self.identity: BotIdentity | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._threads = _Recent()
+        # Threads conversations.replies showed the bot is not in, so busy channels cost one
+        # lookup per thread rather than one per message.
+        self._outside = _Recent()
+        self._names: OrderedDict[str, str | None] = OrderedDict()
+        self._accepting = True
+        self.app.event("app_mention")(self._on_mention)
+        self.app.event("message")(self._on_message)
+        self.app.command(COMMAND)(self._on_command)
+        self.app.action(re.compile(ACTION_PATTERN))(self._on_action)
+        service.register_channel(CHANNEL, self)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # One pooled HTTP session for every Web API call instead of a connection per call.
+        self._session = aiohttp.ClientSession()
+        self.client.session = self._session
+        try:
+            auth = await self.client.auth_test()
+        except SlackClientError as exc:
+            await self._close_session()
+            raise ChannelError(f"Slack rejected the bot token or is unreachable: {exc}") from exc
+        self.identity = BotIdentity(
+            str(auth.get("user_id", "")), str(auth.get("bot_id", "")), str(auth.get("team", ""))
+        )
+        if self.config.socket_mode:
+            self._socket = AsyncSocketModeHandler(self.app, self.config.app_token)
+            try:
+                await self._socket.connect_async()
+            except (SlackClientError, aiohttp.ClientError, OSError) as exc:
+                await self._socket.close_async()
+                self._socket = None
+                await self._close_session()
+                raise ChannelError(f"Slack Socket Mode could not connect: {exc}") from exc
+        log.info(
+            "slack channel started (%s) as %s",
+            "socket mode" if self.config.socket_mode else "HTTP events",
+            self.identity.user_id,
+        )
+
+    async def stop(self) -> None:
+        self._accepting = False
+        if self._socket is not None:
+            await self._socket.close_async()
+            self._socket = None
+        await self.idle()
+        await self._close_session()
+
+    async def _close_session(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+            self.client.session = None
+
+    async def idle(self) -> None:
+        """Wait until every background task this channel started has finished."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def check(self) -> tuple[bool, str]:
+        if self.identity is None:
+            return False, "not started"
+        if self._socket is not None and not await self._socket.client.is_connected():
+            return False, "socket mode disconnected"
+        mode = "socket mode" if self.config.socket_mode else "HTTP events"
+        return True, f"{mode} as {self.identity.user_id}"
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=f"slack:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- HTTP events -----------------------------------------------------------------------------
+
+    def router(self) -> APIRouter | None:
+        if self.config.socket_mode:
+            return None
+        router = APIRouter()
+        router.add_api_route(
+            "/slack/events", self._http_events, methods=["POST"], include_in_schema=False
+        )
+        return router
+
+    async def _http_events(self, request: Request) -> Response:
+        raw = await request.body()
+        headers: dict[str, str | Sequence[str]] = dict(request.headers)
+        if not signature_ok(
+            self.config.signing_secret or "",
+            raw,
+            request.headers.get("x-slack-request-timestamp", ""),
+            request.headers.get("x-slack-signature", ""),
+        ):
+            # Also refuses a timestamp more than 5 minutes away (replays).
+            return _error(401, "invalid or expired Slack signature")
+        problem = _malformed(raw, request.headers.get("content-type", ""))
+        if problem is not None:
+            return _error(400, problem)
+        if not self._accepting:
+            # Slack retries later; the next process run picks the event up.
+            return _error(503, "shutting down")
+        bolt_response = await self.app.async_dispatch(
+            AsyncBoltRequest(body=raw.decode("utf-8"), query=request.url.query, headers=headers)
+        )
+        return Response(
+            status_code=bolt_response.status,
+            content=bolt_response.body,
+            headers=bolt_response.first_headers_without_set_cookie(),
+        )
+
+    # -- listeners: acknowledge, then work in the background ---------------------------------------
+
+    def _bot(self, context: AsyncBoltContext) -> BotIdentity | None:
+        if context.bot_user_id:
+            return BotIdentity(context.bot_user_id, context.bot_id or "")
+        return self.identity
+
+    async def _on_mention(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        bot = self._bot(context)
+        channel = str(event.get("channel", ""))
+        # A DM arrives as message.im too; answering both would answer twice.
+        if not channel or is_dm(channel) or not from_person(event, bot):
+            return
+        thread = str(event.get("thread_ts") or event["ts"])
+        self._joined(channel, thread)
+        self._spawn(self._receive(event, body.get("event_id"), thread, bot), "mention")
+
+    async def _on_message(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        bot = self._bot(context)
+        channel = str(event.get("channel", ""))
+        if not channel or not from_person(event, bot):
+            return
+        event_id = body.get("event_id")
+        if is_dm(channel) or event.get("channel_type") == "im":
+            thread = str(event.get("thread_ts") or "")
+            self._spawn(self._receive(event, event_id, thread, bot), "dm")
+            return
+        thread_ts = event.get("thread_ts")
+        text = str(event.get("text") or "")
+        if not thread_ts or (bot is not None and mentions(text, bot.user_id)):
+            # Top-level chatter is not for the bot; a mention comes as app_mention.
+            return
+        self._spawn(self._follow_up(event, event_id, str(thread_ts), bot), "thread")
+
+    async def _on_command(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        self._spawn(
+            self._run_desk(
+                str(body.get("text") or ""),
+                str(body.get("user_id", "")),
+                str(body.get("channel_id", "")),
+                body.get("response_url"),
+                replace=False,
+            ),
+            "command",
+        )
+
+    async def _on_action(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id", ""))
+        value = str(action.get("value") or "")
+        channel = str(
+            (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+        )
+        if str(action.get("action_id", "")).startswith("esoteric_desk"):
+            self._spawn(
+                self._run_desk(
+                    value.removeprefix(DESK_PREFIX.strip()).strip(),
+                    user,
+                    channel,
+                    body.get("response_url"),
+                    replace=True,
+                ),
+                "desk-action",
+            )
+            return
+        # A quick-reply button: the person "says" the button's value in that conversation.
+        message = body.get("message") or {}
+        thread = str(message.get("thread_ts") or ("" if is_dm(channel) else message.get("ts", "")))
+        event = {"channel": channel, "user": user, "text": value, "ts": action.get("action_ts")}
+        event_id = f"action:{action.get('action_ts')}:{user}"
+        self._spawn(self._receive(event, event_id, thread, self.identity), "choice")
+
+    # -- background work: the one error funnel --------------------------------------------------
+
+    async def _receive(
+        self, event: dict[str, Any], event_id: Any, thread: str, bot: BotIdentity | None
+    ) -> None:
+        target = Target(CHANNEL, str(event["channel"]), thread)
+        try:
+            name = await self._user_name(str(event["user"]))
+            inbound = to_inbound(event, str(event_id) if event_id else None, thread, bot, name)
+            await self.service.handle(inbound)
+        except asyncio.CancelledError:
+            raise
+        except StoreUnavailable:
+            log.exception("slack message not stored", extra={"event_id": event_id})
+            await self._apologise(
+                target, "Sorry, I couldn't take that message just now. Please send it again."
+            )
+        except Exception:
+            log.exception("slack turn failed", extra={"event_id": event_id})
+            await self._apologise(
+                target, "Sorry, something went wrong while answering that. Please try again."
+            )
+
+    async def _follow_up(
+        self, event: dict[str, Any], event_id: Any, thread: str, bot: BotIdentity | None
+    ) -> None:
+        try:
+            joined = await self._in_thread(str(event["channel"]), thread, bot)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not tell whether the bot is in a thread")
+            return
+        if joined:
+            await self._receive(event, event_id, thread, bot)
+
+    async def _in_thread(self, channel: str, thread: str, bot: BotIdentity | None) -> bool:
+        """Whether the bot took part in a thread: remembered, or read from its replies."""
+        key = (channel, thread)
+        if key in self._threads:
+            return True
+        if bot is None or key in self._outside:
+            return False
+        response = await self.client.conversations_replies(channel=channel, ts=thread, limit=200)
+        for message in response.get("messages") or []:
+            if message.get("user") == bot.user_id or (
+                bot.bot_id and message.get("bot_id") == bot.bot_id
+            ):
+                self._joined(channel, thread)
+                return True
+        self._outside.add(key)
+        return False
+
+    def _joined(self, channel: str, thread: str) -> None:
+        self._threads.add((channel, thread))
+        self._outside.discard((channel, thread))
+
+    async def _user_name(self, user: str) -> str | None:
+        if user in self._names:
+            return self._names[user]
+        name: str | None = None
+        try:
+            info = (await self.client.users_info(user=user)).get("user") or {}
+            profile = info.get("profile") or {}
+            name = profile.get("display_name") or info.get("real_name") or info.get("name")
+        except SlackApiError as exc:
+            # Slack answered (user_not_found, missing scope): remember, and answer without it.
+            log.warning("users.info refused for %s: %s", user, exc.response.get("error"))
+        except SlackClientError as exc:
+            # A name is a nicety: answer without it, and ask again next time.
+            log.warning("users.info failed for %s: %s", user, exc)
+            return None
+        self._names[user] = name
+        while len(self._names) > _MAX_REMEMBERED:
+            self._names.popitem(last=False)
+        return name
+
+    async def _run_desk(
+        self, text: str, user: str, channel: str, response_url: Any, replace: bool
+    ) -> None:
+        try:
+            reply = await self.desk.run(text, actor=f"{CHANNEL}:{user}")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("desk command failed", extra={"command": text})
+            reply = Reply("Sorry, that command failed on my side. Please try again.")
+        try:
+            await self.send_ephemeral(channel, user, reply, response_url, replace)
+        except ChannelError:
+            log.exception("desk answer not delivered")
+
+    async def _apologise(self, target: Target, text: str) -> None:
+        try:
+            await self.send(target, Reply(text))
+        except ChannelError:
+            log.exception("apology not delivered")
+
+    # -- outbound port -----------------------------------------------------------------------------
+
+    async def send(self, target: Target, reply: Reply) -> None:
+        for message in render(reply):
+            await self._post(target, message)
+
+    async def typing(self, target: Target) -> None:
+        # Slack has no typing indicator for bot messages outside assistant threads.
+        return None
+
+    async def stream(self, target: Target, reply: ReplyStream) -> None:
+        """Post the first words, update the message at most every ``stream_interval`` seconds,
+        then make it exactly the final reply (more messages if it does not fit in one)."""
+        written = ""
+        shown = ""
+        ts: str | None = None
+        last = 0.0
+        async for delta in reply:
+            written += delta
+            if not written.strip() or written == shown:
+                continue
+            now = time.monotonic()
+            if ts is None:
+                ts = await self._post(target, preview(written))
+            elif now - last >= self.config.stream_interval:
+                await self._update(target, ts, preview(written))
+            else:
+                continue
+            shown, last = written, now
+        try:
+            final = await reply.final()
+        except Exception:
+            # The turn failed mid-answer: say so where the partial answer is showing.
+            if ts is not None:
+                with contextlib.suppress(ChannelError):
+                    await self._update(target, ts, preview(written + " … (interrupted)"))
+            raise
+        messages = render(final)
+        if ts is None:
+            for message in messages:
+                await self._post(target, message)
+            return
+        await self._update(target, ts, messages[0])
+        for message in messages[1:]:
+            await self._post(target, message)
+
+    async def send_ephemeral(
+        self,
+        channel: str,
+        user: str,
+        reply: Reply,
+        response_url: str | None = None,
+        replace: bool = False,
+    ) -> None:
+        """Only ``user`` sees it: through the command's response_url when there is one."""
+        for index, message in enumerate(render(reply)):
+            try:
+                if response_url:
+                    webhook = AsyncWebhookClient(response_url, session=self._session)
+                    response = await webhook.send(
+                        text=message.text,
+                        blocks=message.blocks,
+                        response_type="ephemeral",
+                        replace_original=replace and index == 0,
+                    )
+                    if response.status_code != 200:
+                        raise ChannelError(
+                            f"response_url refused the reply ({response.status_code}: "
+                            f"{response.body})"
+                        )
+                else:
+                    await self.client.chat_postEphemeral(
+                        channel=channel, user=user, text=message.text, blocks=message.blocks
+                    )
+            except SlackClientError as exc:
+                raise ChannelError(f"Slack refused an ephemeral reply: {exc}") from exc
+
+    async def _post(self, target: Target, message: SlackMessage) -> str:
+        try:
+            response = await self.client.chat_postMessage(
+                channel=target.chat_key,
+                thread_ts=target.thread or None,
+                text=message.text,
+                blocks=message.blocks,
+                unfurl_links=False,
+            )
+        except SlackClientError as exc:
+            raise ChannelError(f"Slack refused chat.postMessage: {exc}") from exc
+        if target.thread and not is_dm(target.chat_key):
+            self._joined(target.chat_key, target.thread)
+        return str(response.get("ts", ""))
+
+    async def _update(self, target: Target, ts: str, message: SlackMessage) -> None:
+        try:
+            await self.client.chat_update(
+                channel=target.chat_key, ts=ts, text=message.text, blocks=message.blocks
+            )
+        except SlackClientError as exc:
+            raise ChannelError(f"Slack refused chat.update: {exc}") from exc
+
+
+# -- request checks -------------------------------------------------------------------------------
+
+
+def signature_ok(
+    secret: str, raw: bytes, timestamp: str, signature: str, now: float | None = None
+) -> bool:
+    """Slack's v0 scheme: ``v0=`` + hex HMAC-SHA256(secret, ``v0:{timestamp}:{raw body}``)."""
+    if not secret or not timestamp.isdigit():
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > MAX_CLOCK_SKEW:
+        return False
+    digest = hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256)
+    return hmac.compare_digest("v0=" + digest.hexdigest(), signature)
+
+
+def _error(status: int, detail: str) -> Response:
+    return Response(
+        status_code=status,
+        content=json.dumps({"error": detail}),
+        media_type="application/json",
+    )
+
+
+def _malformed(raw: bytes, content_type: str) -> str | None:
+    """Why a signed body cannot be a Slack request, or ``None`` when it can."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "body is not UTF-8"
+    if content_type.startswith("application/json"):
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError:
+            return "body is not valid JSON"
+        if not isinstance(body, dict) or "type" not in body:
+            return "JSON body is not a Slack event"
+        return None
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        try:
+            form = parse_qs(text, strict_parsing=True, keep_blank_values=True)
+        except ValueError:
+            return "form body is malformed"
+        if "payload" in form:
+            try:
+                payload = json.loads(form["payload"][0])
+            except json.JSONDecodeError:
+                return "interactivity payload is not valid JSON"
+            if not isinstance(payload, dict) or "type" not in payload:
+                return "interactivity payload is not a Slack action"
+            return None
+        if "command" not in form and "ssl_check" not in form:
+            return "form body is neither a slash command nor an interactivity payload"
+        return None
+    return f"unsupported content type {content_type or 'none'!r}"

@@ -1,0 +1,282 @@
+"""A stand-in Slack: the Web API methods Esoteric calls, response_url webhooks, and a Socket Mode
+WebSocket, on 127.0.0.1 with an OS-chosen port. It records every call, enforces the limits real
+Slack enforces (blocks, section text), and can answer 429 with ``Retry-After`` on demand.
+
+Responses follow the shapes in /work/shared/payloads/slack (``resp_*.json``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+PAYLOADS = Path(__file__).resolve().parents[2].parent / "shared" / "payloads" / "slack"
+BOT_USER = "U0BOT12345"
+BOT_ID = "B0BOT67890"
+
+
+def sample(name: str) -> dict[str, Any]:
+    return dict(json.loads((PAYLOADS / name).read_text("utf-8")))
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    token: str
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Failure:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+class SlackStandIn:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.responses: list[tuple[str, dict[str, Any]]] = []  # response_url posts
+        self.acks: list[dict[str, Any]] = []  # Socket Mode envelopes acknowledged
+        self.users: dict[str, dict[str, Any]] = {}
+        self.messages: list[dict[str, Any]] = []  # what conversations.replies can see
+        self._failures: dict[str, list[_Failure]] = {}
+        self._holds: dict[str, asyncio.Event] = {}
+        self._changed = asyncio.Condition()
+        self._sockets: list[web.WebSocketResponse] = []
+        self._serial = 0
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_post("/response/{key}", self._response_url)
+        app.router.add_get("/link/", self._socket)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def response_url(self, key: str = "cmd") -> str:
+        return f"http://127.0.0.1:{self.port}/response/{key}"
+
+    # -- test controls ---------------------------------------------------------------------------
+
+    def rate_limit(self, method: str, retry_after: int = 1, times: int = 1) -> None:
+        body = sample("err_ratelimited_429.json")
+        headers = {"Retry-After": str(retry_after)}
+        self._failures.setdefault(method, []).extend(
+            _Failure(429, body, headers) for _ in range(times)
+        )
+
+    def fail(self, method: str, error: str, times: int = 1) -> None:
+        self._failures.setdefault(method, []).extend(
+            _Failure(200, {"ok": False, "error": error}, {}) for _ in range(times)
+        )
+
+    def hold(self, method: str) -> asyncio.Event:
+        """Calls to ``method`` wait until the returned event is set."""
+        event = asyncio.Event()
+        self._holds[method] = event
+        return event
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def posts(self) -> list[dict[str, Any]]:
+        return [c.params for c in self.calls_to("chat.postMessage")]
+
+    async def wait_until(
+        self, predicate: Callable[[], bool], what: str, hang_guard: float = 15.0
+    ) -> None:
+        """Wait for ``predicate`` to hold; the timeout only guards against a hang."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(predicate), hang_guard)
+            except TimeoutError:
+                raise AssertionError(f"stand-in Slack never saw: {what}") from None
+
+    async def push(self, envelope: dict[str, Any]) -> None:
+        """Deliver a Socket Mode envelope to every connected client."""
+        await self.wait_until(lambda: bool(self._sockets), "a Socket Mode connection")
+        for ws in self._sockets:
+            await ws.send_str(json.dumps(envelope))
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- the Web API -------------------------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params: dict[str, Any] = dict(request.query)
+        if request.method == "POST" and request.can_read_body:
+            if request.content_type == "application/json":
+                params.update(await request.json())
+            else:
+                params.update(dict(await request.post()))
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        self.calls.append(Call(method, params, token))
+        await self._notify()
+        hold = self._holds.get(method)
+        if hold is not None:
+            await hold.wait()
+        failures = self._failures.get(method)
+        if failures:
+            failure = failures.pop(0)
+            return web.json_response(failure.body, status=failure.status, headers=failure.headers)
+        if not token:
+            return web.json_response({"ok": False, "error": "not_authed"})
+        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return web.json_response({"ok": False, "error": "unknown_method"})
+        body = handler(params)
+        await self._notify()
+        return web.json_response(body)
+
+    def _next_ts(self) -> str:
+        self._serial += 1
+        return f"{1767230000 + self._serial}.{self._serial:06d}"
+
+    def _m_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        return sample("resp_auth_test.json")
+
+    def _m_apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/link/?ticket=t&app_id=A0AB34FGH"}
+
+    @staticmethod
+    def _block_problem(params: dict[str, Any]) -> str | None:
+        blocks = params.get("blocks")
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        if not blocks:
+            return None if params.get("text") else "no_text"
+        if len(blocks) > 50:
+            return "invalid_blocks"
+        for block in blocks:
+            text = (block.get("text") or {}).get("text")
+            if block.get("type") == "section" and (not text or len(text) > 3000):
+                return "invalid_blocks"
+            if block.get("type") == "actions" and len(block.get("elements", [])) > 25:
+                return "invalid_blocks"
+        return None
+
+    def _m_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not params.get("channel"):
+            return {"ok": False, "error": "channel_not_found"}
+        problem = self._block_problem(params)
+        if problem:
+            return {"ok": False, "error": problem}
+        ts = self._next_ts()
+        message = {
+            "type": "message",
+            "user": BOT_USER,
+            "bot_id": BOT_ID,
+            "text": params.get("text", ""),
+            "ts": ts,
+            "channel": params["channel"],
+        }
+        if params.get("thread_ts"):
+            message["thread_ts"] = params["thread_ts"]
+        self.messages.append(message)
+        return {"ok": True, "channel": params["channel"], "ts": ts, "message": message}
+
+    def _m_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        problem = self._block_problem(params)
+        if problem:
+            return {"ok": False, "error": problem}
+        for message in self.messages:
+            if message["ts"] == params.get("ts") and message["channel"] == params.get("channel"):
+                message["text"] = params.get("text", "")
+                return {"ok": True, "channel": params["channel"], "ts": params["ts"]}
+        return {"ok": False, "error": "message_not_found"}
+
+    def _m_chat_postEphemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+        problem = self._block_problem(params)
+        if problem:
+            return {"ok": False, "error": problem}
+        return {"ok": True, "message_ts": self._next_ts()}
+
+    def _m_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = params.get("channel"), params.get("ts")
+        found = [
+            m
+            for m in self.messages
+            if m["channel"] == channel and (m["ts"] == ts or m.get("thread_ts") == ts)
+        ]
+        if not found:
+            return {"ok": False, "error": "thread_not_found"}
+        return {"ok": True, "messages": found, "has_more": False}
+
+    def _m_users_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        user = params.get("user", "")
+        info = self.users.get(user)
+        if info is None:
+            return {"ok": False, "error": "user_not_found"}
+        return {"ok": True, "user": info}
+
+    def add_user(self, user_id: str, display_name: str) -> None:
+        self.users[user_id] = {
+            "id": user_id,
+            "name": display_name.lower(),
+            "real_name": display_name,
+            "is_bot": False,
+            "profile": {"display_name": display_name, "real_name": display_name},
+        }
+
+    def add_message(self, channel: str, ts: str, user: str, thread_ts: str | None = None) -> None:
+        message = {"type": "message", "user": user, "text": "", "ts": ts, "channel": channel}
+        if thread_ts:
+            message["thread_ts"] = thread_ts
+        self.messages.append(message)
+
+    # -- response_url ------------------------------------------------------------------------------
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        problem = self._block_problem(body)
+        self.responses.append((request.match_info["key"], body))
+        await self._notify()
+        if problem:
+            return web.Response(status=400, text=problem)
+        return web.Response(text="ok")
+
+    # -- Socket Mode -----------------------------------------------------------------------------
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(json.dumps(sample("socket_hello.json")))
+        self._sockets.append(ws)
+        await self._notify()
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    self.acks.append(json.loads(message.data))
+                    await self._notify()
+        finally:
+            self._sockets.remove(ws)
+            await self._notify()
+        return ws
