@@ -1,0 +1,545 @@
+"""The Telegram channel: python-telegram-bot 22 with an explicit lifecycle, long polling or a
+webhook on the project's ASGI app, and the core's outbound and streaming ports."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from telegram import (
+    Bot,
+    ChatMemberUpdated,
+    LinkPreviewOptions,
+    Message,
+    ReplyKeyboardRemove,
+    ReplyParameters,
+    Update,
+)
+from telegram.constants import ChatAction, ChatMemberStatus, ParseMode
+from telegram.error import BadRequest, InvalidToken, TelegramError
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
+from telegram.request import HTTPXRequest
+
+from adapters.telegram.bot import TolerantBot
+from adapters.telegram.delivery import (
+    BotApiCaller,
+    ChatBlocked,
+    FloodLimited,
+    RetryPolicy,
+    SendPacer,
+)
+from adapters.telegram.dispatch import ChatDispatcher
+from adapters.telegram.normalise import CHANNEL, BotIdentity, is_group, normalise
+from adapters.telegram.render import (
+    CallbackCodec,
+    Chunk,
+    contact_keyboard,
+    inline_keyboard,
+    render_chunks,
+    render_text,
+    reply_text,
+    split_text,
+)
+from core.conversation import ConversationService
+from core.errors import ChannelError, ConfigError, EsotericError, StoreUnavailable
+from core.messages import Inbound, Reply, Target
+from core.ports import ReplyStream
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/telegram/webhook"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+ALLOWED_UPDATES = ("message", "edited_message", "callback_query", "my_chat_member")
+DEFAULT_API_URL = "https://api.telegram.org/bot"
+
+APOLOGY = "Sorry, something went wrong on my side. Please send that again in a moment."
+BUSY = "Sorry, I'm having trouble right now. Please try again in a minute."
+STALE_BUTTON = "That button has expired. Please type your answer instead."
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    token: str
+    api_url: str | None = None  # python-telegram-bot's base_url, e.g. http://host:port/bot
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    # Chats answered at once; each chat still gets one turn at a time.
+    workers: int = 8
+    # Telegram allows about 30 messages a second per bot; None disables the pace (benchmarks).
+    messages_per_second: float | None = 30.0
+    # Streaming edits: Telegram allows about one message a second per chat, 20 a minute in groups.
+    edit_interval: float = 1.0
+    group_edit_interval: float = 3.0
+    # A turn answered within the grace period needs no typing indicator; a longer one shows it,
+    # refreshed before Telegram's five-second display runs out.
+    typing_grace: float = 0.3
+    typing_refresh: float = 4.5
+    typing_max: float = 60.0
+    poll_timeout: int = 10
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    stop_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.token.strip():
+            raise ConfigError("TELEGRAM_BOT_TOKEN", "is empty")
+        if self.webhook_url and not self.webhook_secret:
+            raise ConfigError(
+                "ESOTERIC_TELEGRAM_WEBHOOK_SECRET", "must be set with ESOTERIC_TELEGRAM_WEBHOOK_URL"
+            )
+
+    @property
+    def mode(self) -> str:
+        return "webhook" if self.webhook_url else "polling"
+
+
+def _file_url(api_url: str) -> str:
+    return api_url[: -len("/bot")] + "/file/bot" if api_url.endswith("/bot") else api_url
+
+
+def _is_parse_error(exc: BadRequest) -> bool:
+    text = exc.message.lower()
+    return "parse entities" in text or "can't find end" in text or "unsupported start tag" in text
+
+
+def _not_modified(exc: BadRequest) -> bool:
+    return "message is not modified" in exc.message.lower()
+
+
+class TelegramChannel:
+    """Receives Telegram updates, hands them to the core, and delivers the core's replies."""
+
+    name = CHANNEL
+
+    def __init__(self, service: ConversationService, config: TelegramConfig) -> None:
+        self.service = service
+        self.config = config
+        self.codec = CallbackCodec()
+        self.pacer = SendPacer(config.messages_per_second)
+        self.caller = BotApiCaller(self.pacer, config.retry)
+        self.dispatcher: ChatDispatcher[Inbound] = ChatDispatcher(self._process, config.workers)
+        self.identity: BotIdentity | None = None
+        self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
+        self._accepting = False
+        self._typing: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        # The message each group chat's current turn answers, so the reply quotes it.
+        self._answering: dict[tuple[str, str], int] = {}
+        # Chats whose last reply showed the share-contact keyboard, to remove it afterwards.
+        self._contact_keyboard: set[tuple[str, str]] = set()
+        service.register_channel(CHANNEL, self)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def bot(self) -> Bot:
+        if self._app is None:
+            raise ChannelError("the Telegram channel is not started")
+        return self._app.bot
+
+    async def start(self) -> None:
+        api_url = self.config.api_url or DEFAULT_API_URL
+        bot = TolerantBot(
+            self.config.token,
+            base_url=api_url,
+            base_file_url=_file_url(api_url),
+            request=HTTPXRequest(connection_pool_size=self.config.workers * 2 + 4),
+            # PTB adds the long-poll timeout to this request's read timeout itself.
+            get_updates_request=HTTPXRequest(connection_pool_size=1),
+        )
+        builder = ApplicationBuilder().bot(bot)
+        if self.config.webhook_url:
+            builder = builder.updater(None)
+        app = builder.build()
+        app.add_handler(TypeHandler(Update, self._on_update))
+        app.add_error_handler(self._on_error)
+        try:
+            await app.initialize()
+        except TelegramError as exc:
+            await app.bot.shutdown()  # the HTTP clients opened before getMe failed
+            if isinstance(exc, InvalidToken):
+                raise ConfigError("TELEGRAM_BOT_TOKEN", "Telegram rejected the bot token") from exc
+            raise ChannelError(f"could not reach the Telegram Bot API: {exc.message}") from exc
+        self._app = app
+        me = app.bot.bot
+        self.identity = BotIdentity(me.id, me.username or "")
+        await app.start()
+        try:
+            if self.config.webhook_url:
+                await self.caller.call(
+                    "setWebhook",
+                    lambda: app.bot.set_webhook(
+                        url=str(self.config.webhook_url),
+                        secret_token=self.config.webhook_secret,
+                        allowed_updates=list(ALLOWED_UPDATES),
+                    ),
+                    paced=False,
+                )
+            else:
+                assert app.updater is not None
+                await app.updater.start_polling(
+                    timeout=self.config.poll_timeout, allowed_updates=list(ALLOWED_UPDATES)
+                )
+        except BaseException:
+            await app.stop()
+            await app.shutdown()
+            self._app = None
+            raise
+        self._accepting = True
+        log.info("Telegram channel started as @%s (%s)", self.identity.username, self.config.mode)
+
+    async def stop(self) -> None:
+        app = self._app
+        if app is None:
+            return
+        self._accepting = False
+        if app.updater is not None and app.updater.running:
+            await app.updater.stop()
+        if app.running:
+            await app.stop()  # handles the updates already fetched
+        await self.dispatcher.drain(self.config.stop_timeout)
+        for task in [*self._typing.values(), *self._background]:
+            task.cancel()
+        await asyncio.gather(*self._typing.values(), *self._background, return_exceptions=True)
+        self._typing.clear()
+        await app.shutdown()
+        self._app = None
+
+    async def check(self) -> tuple[bool, str]:
+        app = self._app
+        if app is None or not app.running:
+            return False, "not started"
+        if self.config.webhook_url:
+            return True, "webhook"
+        if app.updater is None or not app.updater.running:
+            return False, "polling stopped"
+        return True, "polling"
+
+    # -- webhook -------------------------------------------------------------------------------
+
+    def router(self) -> APIRouter | None:
+        if not self.config.webhook_url:
+            return None
+        router = APIRouter()
+
+        @router.post(WEBHOOK_PATH, include_in_schema=False)
+        async def telegram_webhook(request: Request) -> Response:
+            status, detail = await self.receive_webhook(
+                request.headers.get(SECRET_HEADER), await request.body()
+            )
+            return JSONResponse({"ok": status == 200, "detail": detail}, status_code=status)
+
+        return router
+
+    async def receive_webhook(self, secret: str | None, body: bytes) -> tuple[int, str]:
+        """Check and queue one webhook delivery. 403 without the right secret, 400 for a body
+        that is not an update, 503 while not running (Telegram delivers again later)."""
+        expected = (self.config.webhook_secret or "").encode()
+        if not expected or not hmac.compare_digest((secret or "").encode(), expected):
+            return 403, "wrong or missing secret token"
+        app = self._app
+        if app is None or not self._accepting:
+            return 503, "not running"
+        try:
+            data = json.loads(body)
+            if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+                raise ValueError("not a Telegram update")
+            update = Update.de_json(data, app.bot)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return 400, f"malformed update: {exc}"
+        await app.update_queue.put(update)
+        return 200, "queued"
+
+    # -- inbound -------------------------------------------------------------------------------
+
+    async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """PTB's one handler: normalise and queue, never wait for a turn here."""
+        try:
+            if update.callback_query is not None:
+                self._spawn(self._answer_callback(update))
+            if update.my_chat_member is not None:
+                self._spawn(self._membership(update.my_chat_member))
+                return
+            assert self.identity is not None
+            inbound = normalise(update, self.identity, self.codec.decode)
+            if inbound is not None:
+                self.dispatcher.submit(inbound.key, inbound)
+        except Exception as exc:
+            chat = update.effective_chat
+            target = Target(CHANNEL, str(chat.id)) if chat is not None else None
+            await self._funnel(target, exc, f"update {update.update_id}")
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        # Errors PTB itself caught (a handler is not expected to raise past _on_update).
+        log.error("Telegram update failed: %s", context.error, exc_info=context.error)
+
+    async def _answer_callback(self, update: Update) -> None:
+        query = update.callback_query
+        assert query is not None
+        stale = self.codec.decode(query.data or "") is None
+        try:
+            await self.caller.call(
+                "answerCallbackQuery",
+                lambda: query.answer(text=STALE_BUTTON if stale else None),
+                paced=False,
+            )
+        except (ChannelError, BadRequest) as exc:
+            # Answering late only leaves a spinner on the button; the message itself goes on.
+            log.info("callback query %s not answered: %s", query.id, exc)
+
+    async def _membership(self, change: ChatMemberUpdated) -> None:
+        if change.new_chat_member.status in (ChatMemberStatus.BANNED, ChatMemberStatus.LEFT):
+            await self._close_blocked(Target(CHANNEL, str(change.chat.id)))
+
+    async def _process(self, inbound: Inbound) -> None:
+        """One message through the core; the adapter's error funnel for turns."""
+        key = (inbound.chat_key, inbound.thread)
+        target = Target(CHANNEL, inbound.chat_key, inbound.thread)
+        if is_group(inbound.chat_key) and "message_id" in inbound.extra:
+            self._answering[key] = int(inbound.extra["message_id"])
+        try:
+            await self.service.handle(inbound)
+        except Exception as exc:
+            await self._funnel(target, exc, f"update {inbound.event_id}")
+        finally:
+            self._answering.pop(key, None)
+            self._stop_typing(target)
+
+    async def _funnel(self, target: Target | None, exc: Exception, what: str) -> None:
+        """Log, and tell the customer politely; the core answers the stored message again at
+        the next start if its turn failed."""
+        log.error("Telegram %s failed: %s", what, exc, exc_info=exc)
+        if target is None or isinstance(exc, ChatBlocked):
+            return
+        text = BUSY if isinstance(exc, StoreUnavailable) else APOLOGY
+        try:
+            await self._send_chunk(target, render_text(text), None, None)
+        except (EsotericError, BadRequest) as again:
+            log.error("could not apologise to chat %s: %s", target.chat_key, again)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception as exc:  # part of the error funnel: background work only logs
+                log.error("Telegram background work failed: %s", exc, exc_info=exc)
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- outbound port ---------------------------------------------------------------------------
+
+    @property
+    def typing_chats(self) -> frozenset[tuple[str, str]]:
+        """Chats showing the typing indicator now."""
+        return frozenset(key for key, task in self._typing.items() if not task.done())
+
+    async def typing(self, target: Target) -> None:
+        key = (target.chat_key, target.thread)
+        if key not in self._typing:
+            self._typing[key] = asyncio.create_task(self._keep_typing(target))
+
+    async def _keep_typing(self, target: Target) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(self.config.typing_grace)
+        deadline = loop.time() + self.config.typing_max
+        while loop.time() < deadline:
+            try:
+                await self.bot.send_chat_action(
+                    int(target.chat_key), ChatAction.TYPING, message_thread_id=self._thread(target)
+                )
+            except TelegramError as exc:
+                # Best effort: an indicator is not worth a retry or a flood-control penalty.
+                log.debug("typing indicator failed for %s: %s", target.chat_key, exc)
+                return
+            await asyncio.sleep(self.config.typing_refresh)
+
+    def _stop_typing(self, target: Target) -> None:
+        task = self._typing.pop((target.chat_key, target.thread), None)
+        if task is not None:
+            task.cancel()
+
+    async def send(self, target: Target, reply: Reply) -> None:
+        self._stop_typing(target)
+        chunks = render_chunks(reply)
+        if not chunks:
+            return
+        markup = self._markup(target, reply)
+        reply_to = self._answering.get((target.chat_key, target.thread))
+        try:
+            for index, chunk in enumerate(chunks):
+                last = index == len(chunks) - 1
+                await self._send_chunk(
+                    target, chunk, markup if last else None, reply_to if index == 0 else None
+                )
+        except ChatBlocked:
+            await self._close_blocked(target)
+            raise
+
+    def _markup(self, target: Target, reply: Reply) -> Any:
+        key = (target.chat_key, target.thread)
+        if reply.request_contact and not is_group(target.chat_key):
+            self._contact_keyboard.add(key)
+            return contact_keyboard()
+        if reply.choices:
+            return inline_keyboard(reply.choices, self.codec)
+        if key in self._contact_keyboard:
+            self._contact_keyboard.discard(key)
+            return ReplyKeyboardRemove()
+        return None
+
+    @staticmethod
+    def _thread(target: Target) -> int | None:
+        return int(target.thread) if target.thread else None
+
+    async def _send_chunk(
+        self, target: Target, chunk: Chunk, markup: Any, reply_to: int | None
+    ) -> Message:
+        bot = self.bot
+        options: dict[str, Any] = {
+            "chat_id": int(target.chat_key),
+            "message_thread_id": self._thread(target),
+            "reply_markup": markup,
+            "link_preview_options": LinkPreviewOptions(is_disabled=True),
+        }
+        if reply_to is not None:
+            options["reply_parameters"] = ReplyParameters(
+                reply_to, allow_sending_without_reply=True
+            )
+        try:
+            return await self.caller.call(
+                "sendMessage",
+                lambda: bot.send_message(text=chunk.html, parse_mode=ParseMode.HTML, **options),
+            )
+        except BadRequest as exc:
+            if not _is_parse_error(exc):
+                raise ChannelError(f"sendMessage: {exc.message}") from exc
+            log.warning("Telegram rejected the HTML (%s); sending plain text", exc.message)
+        try:
+            return await self.caller.call(
+                "sendMessage", lambda: bot.send_message(text=chunk.plain, **options)
+            )
+        except BadRequest as exc:
+            raise ChannelError(f"sendMessage: {exc.message}") from exc
+
+    async def _edit(
+        self, target: Target, message_id: int, chunk: Chunk, markup: Any, *, final: bool
+    ) -> None:
+        """Edit a sent message. Mid-stream edits are skipped rather than retried."""
+        bot = self.bot
+        chat_id = int(target.chat_key)
+
+        def edit(text: str, parse_mode: str | None) -> Callable[[], Awaitable[Any]]:
+            return lambda: bot.edit_message_text(
+                text,
+                chat_id=chat_id,
+                message_id=message_id,
+                parse_mode=parse_mode,
+                reply_markup=markup,
+                link_preview_options=LinkPreviewOptions(is_disabled=True),
+            )
+
+        try:
+            await self.caller.call("editMessageText", edit(chunk.html, ParseMode.HTML), retry=final)
+        except BadRequest as exc:
+            if _not_modified(exc):
+                return
+            if not _is_parse_error(exc):
+                raise ChannelError(f"editMessageText: {exc.message}") from exc
+            try:
+                await self.caller.call("editMessageText", edit(chunk.plain, None), retry=final)
+            except BadRequest as again:
+                if not _not_modified(again):
+                    raise ChannelError(f"editMessageText: {again.message}") from again
+
+    async def _close_blocked(self, target: Target) -> None:
+        self._contact_keyboard.discard((target.chat_key, target.thread))
+        closed = await self.service.close_conversation(
+            CHANNEL, target.chat_key, target.thread, reason="blocked"
+        )
+        if closed:
+            log.info("Telegram chat %s blocked the bot; conversation closed", target.chat_key)
+
+    # -- streaming port --------------------------------------------------------------------------
+
+    async def stream(self, target: Target, reply: ReplyStream) -> None:
+        """Send the first words, edit as more arrive (paced per chat), then make the delivered
+        messages exactly the final reply."""
+        loop = asyncio.get_running_loop()
+        interval = (
+            self.config.group_edit_interval
+            if is_group(target.chat_key)
+            else self.config.edit_interval
+        )
+        reply_to = self._answering.get((target.chat_key, target.thread))
+        text = shown = ""
+        message_id: int | None = None
+        last_edit = 0.0
+        try:
+            async for delta in reply:
+                text += delta
+                preview = split_text(text)[0] if text.strip() else ""
+                if not preview or preview == shown:
+                    continue
+                if message_id is None:
+                    self._stop_typing(target)
+                    sent = await self._send_chunk(target, render_text(preview), None, reply_to)
+                    message_id, shown, last_edit = sent.message_id, preview, loop.time()
+                elif loop.time() - last_edit >= interval:
+                    try:
+                        await self._edit(
+                            target, message_id, render_text(preview), None, final=False
+                        )
+                        shown = preview
+                    except (FloodLimited, ChannelError) as exc:
+                        if isinstance(exc, ChatBlocked):
+                            raise
+                        log.debug("streaming edit skipped: %s", exc)
+                    last_edit = loop.time()
+            final = await reply.final()
+            if message_id is None:
+                await self.send(target, final)
+                return
+            await self._finish_stream(target, message_id, final)
+        except ChatBlocked:
+            await self._close_blocked(target)
+            raise
+
+    async def _finish_stream(self, target: Target, message_id: int, final: Reply) -> None:
+        chunks = render_chunks(final)
+        if final.request_contact and not is_group(target.chat_key):
+            # A reply keyboard cannot be added by an edit: replace the streamed message.
+            try:
+                await self.caller.call(
+                    "deleteMessage",
+                    lambda: self.bot.delete_message(int(target.chat_key), message_id),
+                )
+            except (ChannelError, BadRequest) as exc:
+                log.info("could not replace the streamed message: %s", exc)
+            await self.send(target, final)
+            return
+        if not chunks:
+            chunks = [render_text(reply_text(final) or "…")]
+        markup = self._markup(target, final)
+        first_markup = markup if len(chunks) == 1 else None
+        if isinstance(first_markup, ReplyKeyboardRemove):
+            first_markup = None  # only inline keyboards can be edited in
+        try:
+            await self._edit(target, message_id, chunks[0], first_markup, final=True)
+        except ChannelError as exc:
+            if isinstance(exc, ChatBlocked):
+                raise
+            # The streamed message is gone (deleted by the user, say): send the reply afresh.
+            log.info("final edit failed (%s); sending the reply as new messages", exc)
+            await self.send(target, final)
+            return
+        for index, chunk in enumerate(chunks[1:], start=1):
+            last = index == len(chunks) - 1
+            await self._send_chunk(target, chunk, markup if last else None, None)

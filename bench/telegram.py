@@ -1,0 +1,333 @@
+"""The Telegram channel's whole path against a bare python-telegram-bot echo bot.
+
+Both bots long-poll the same stand-in Bot API, which runs in its own process (so its CPU is not
+charged to the bot). The load is closed-loop in waves: every chat sends one message, and the
+next wave goes once every chat has its reply. Esoteric's path is the real one: stand-in ->
+python-telegram-bot -> TelegramChannel -> ConversationService with the scripted agent -> SQLite
+-> sendMessage on the stand-in. Each chat cycles through a loan conversation (greeting, product,
+amount, tenure, income and quote, /reset). The echo bot replies with the text it got.
+
+Prints updates/s and p50/p99 latency (update queued at the stand-in -> reply received) for both,
+and the ratio of throughputs. Telegram's 30 messages/s pace is off for this run: it would cap
+both bots far below what they can do, and the point is the bot's own overhead.
+
+    python bench/telegram.py --chats 8 --waves 90
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this file's folder comes first on the path and its name would shadow the
+# python-telegram-bot package: the project root takes its place.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(ROOT)
+else:
+    sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+from aiohttp import web  # noqa: E402
+
+from tests.support.telegram_server import (  # noqa: E402
+    TOKEN,
+    ApiCall,
+    TelegramServer,
+    message_update,
+)
+
+ECHO_TOKEN = "7099999999:AAEchoBotTokenForLocalBenchOnly_xyz"
+ECHO_ME = {"id": 7099999999, "is_bot": True, "first_name": "Echo", "username": "echo_bench_bot"}
+SCRIPT = [
+    "hi",
+    "I need a home loan",
+    "25 lakh",
+    "20 years",
+    "my salary is 1.2 lakh a month",
+    "/reset",
+]
+
+
+# -- the stand-in, in its own process -------------------------------------------------------------
+
+
+class WaveServer(TelegramServer):
+    """The stand-in plus one control route: queue a wave of updates, answer when every chat in
+    it has its replies, with each update's latency as the stand-in measured it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_bot(ECHO_TOKEN, ECHO_ME)
+        self.replies: dict[tuple[str, str], list[float]] = defaultdict(list)
+        self.wave_done = asyncio.Event()
+        self.waiting: dict[tuple[str, str], int] = {}
+        self.on_call = self._track
+
+    def add_routes(self, app: web.Application) -> None:
+        super().add_routes(app)
+        app.router.add_post("/_control/wave", self._wave)
+        app.router.add_get("/_control/calls/{token}", self._counts)
+
+    def _track(self, call: ApiCall) -> None:
+        if call.method != "sendMessage" or call.status != 200:
+            return
+        key = (call.token, str(call.chat_id))
+        self.replies[key].append(call.at)
+        if key in self.waiting and len(self.replies[key]) >= self.waiting[key]:
+            del self.waiting[key]
+            if not self.waiting:
+                self.wave_done.set()
+
+    async def _counts(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        counts: dict[str, int] = defaultdict(int)
+        for call in self.calls:
+            if call.token == token:
+                counts[call.method] += 1
+        return web.json_response(counts)
+
+    async def _wave(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        token, updates = body["token"], body["updates"]
+        expected: dict[tuple[str, str], int] = defaultdict(int)
+        for update in updates:
+            expected[(token, str(update["message"]["chat"]["id"]))] += 1
+        starts = {key: len(self.replies[key]) for key in expected}
+        self.waiting = {key: starts[key] + n for key, n in expected.items()}
+        self.wave_done.clear()
+        pushed = time.perf_counter()
+        for update in updates:
+            await self.push(update, token)
+        await asyncio.wait_for(self.wave_done.wait(), 60)
+        latencies = []
+        for key, n in expected.items():
+            latencies += [at - pushed for at in self.replies[key][starts[key] : starts[key] + n]]
+        return web.json_response({"latencies": latencies, "done": time.perf_counter() - pushed})
+
+
+def run_stand_in(port_pipe: Any) -> None:
+    async def main() -> None:
+        server = WaveServer()
+        await server.start()
+        port_pipe.send(server.port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.close()
+
+    asyncio.run(main())
+
+
+# -- the two bots ------------------------------------------------------------------------------
+
+
+async def drive(base: str, token: str, chats: int, waves: int, warmup: int) -> dict[str, Any]:
+    """Run the waves against one bot; figures from the measured waves only."""
+    latencies: list[float] = []
+    elapsed = cpu = 0.0
+    update_id = 1
+    async with aiohttp.ClientSession() as http:
+        for wave in range(warmup + waves):
+            updates = []
+            for chat in range(chats):
+                text = SCRIPT[wave % len(SCRIPT)]
+                updates.append(message_update(update_id, 500_000 + chat, text))
+                update_id += 1
+            if wave == warmup:
+                cpu = time.process_time()
+            async with http.post(
+                f"{base}/_control/wave", data=json.dumps({"token": token, "updates": updates})
+            ) as response:
+                result = await response.json()
+            if wave >= warmup:
+                latencies += result["latencies"]
+                elapsed += result["done"]
+        cpu = time.process_time() - cpu
+        async with http.get(f"{base}/_control/calls/{token}") as response:
+            calls = await response.json()
+    latencies.sort()
+    per_update = {m: n / ((warmup + waves) * chats) for m, n in calls.items()}
+    return {
+        "calls": per_update,
+        "updates_per_s": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "updates": len(latencies),
+        "cpu_ms": cpu / len(latencies) * 1000,
+    }
+
+
+async def echo_bot(api_url: str, chats: int, waves: int, warmup: int, base: str) -> dict[str, Any]:
+    from telegram import Update
+    from telegram.ext import ApplicationBuilder, ContextTypes, MessageHandler, filters
+
+    async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is not None and message.text:
+            await message.reply_text(message.text)
+
+    app = ApplicationBuilder().token(ECHO_TOKEN).base_url(api_url).build()
+    app.add_handler(MessageHandler(filters.TEXT, echo))
+    await app.initialize()
+    await app.start()
+    assert app.updater is not None
+    await app.updater.start_polling(timeout=10)
+    try:
+        return await drive(base, ECHO_TOKEN, chats, waves, warmup)
+    finally:
+        await app.updater.stop()
+        await app.stop()
+        await app.shutdown()
+
+
+async def esoteric_bot(
+    api_url: str, chats: int, waves: int, warmup: int, base: str, workers: int
+) -> dict[str, Any]:
+    from adapters.telegram import TelegramChannel, TelegramConfig
+    from core.agent.scripted import ScriptedAgent
+    from core.catalogue import load_catalogue
+    from core.conversation import ConversationService
+    from core.store.database import create_database
+    from core.store.schema import upgrade_to_head
+
+    with tempfile.TemporaryDirectory() as data:
+        db = create_database(f"sqlite+aiosqlite:///{Path(data) / 'esoteric.db'}")
+        await upgrade_to_head(db)
+        scripted = ScriptedAgent(load_catalogue())
+        service = ConversationService(db, scripted, scripted)
+        channel = TelegramChannel(
+            service,
+            TelegramConfig(token=TOKEN, api_url=api_url, workers=workers, messages_per_second=None),
+        )
+        await channel.start()
+        try:
+            figures = await drive(base, TOKEN, chats, waves, warmup)
+        finally:
+            await channel.stop()
+            await service.aclose()
+            await db.dispose()
+    return figures
+
+
+async def core_alone(chats: int, waves: int, warmup: int) -> dict[str, Any]:
+    """The same waves straight into ConversationService with a port that sends nothing: the
+    share of the cost that is the core's (SQLite and the scripted agent), not Telegram's."""
+    from core.agent.scripted import ScriptedAgent
+    from core.catalogue import load_catalogue
+    from core.conversation import ConversationService
+    from core.messages import Inbound, Reply, Target, parse_command
+    from core.store.database import create_database
+    from core.store.schema import upgrade_to_head
+
+    class Silent:
+        async def send(self, target: Target, reply: Reply) -> None:
+            return None
+
+        async def typing(self, target: Target) -> None:
+            return None
+
+    async def timed(inbound: Inbound) -> float:
+        started = time.perf_counter()
+        await service.handle(inbound)
+        return time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as data:
+        db = create_database(f"sqlite+aiosqlite:///{Path(data) / 'esoteric.db'}")
+        await upgrade_to_head(db)
+        scripted = ScriptedAgent(load_catalogue())
+        service = ConversationService(db, scripted, scripted)
+        service.register_channel("telegram", Silent())
+        latencies: list[float] = []
+        elapsed = cpu = 0.0
+        for wave in range(warmup + waves):
+            if wave == warmup:
+                cpu = time.process_time()
+            text = SCRIPT[wave % len(SCRIPT)]
+            inbounds = [
+                Inbound(
+                    "telegram", str(c), str(c), text, f"{wave}:{c}", command=parse_command(text)
+                )
+                for c in range(chats)
+            ]
+            started = time.perf_counter()
+            results = await asyncio.gather(*(timed(i) for i in inbounds))
+            if wave >= warmup:
+                elapsed += time.perf_counter() - started
+                latencies += results
+        cpu = time.process_time() - cpu
+        await service.aclose()
+        await db.dispose()
+    latencies.sort()
+    return {
+        "updates_per_s": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "cpu_ms": cpu / len(latencies) * 1000,
+        "calls": {},
+    }
+
+
+def line(name: str, figures: dict[str, Any]) -> str:
+    calls = ", ".join(f"{m} {n:.2f}" for m, n in sorted(figures["calls"].items()))
+    return (
+        f"{name:<34} {figures['updates_per_s']:>10.1f} {figures['p50_ms']:>9.1f} "
+        f"{figures['p99_ms']:>9.1f}   {calls}"
+    )
+
+
+async def bench(port: int, args: argparse.Namespace) -> None:
+    base = f"http://127.0.0.1:{port}"
+    api_url = f"{base}/bot"
+    echo = await echo_bot(api_url, args.chats, args.waves, args.warmup, base)
+    ours = await esoteric_bot(api_url, args.chats, args.waves, args.warmup, base, args.workers)
+    core = await core_alone(args.chats, args.waves, args.warmup)
+    print(
+        f"Telegram: {args.chats} chats x {args.waves} waves ({args.chats * args.waves} updates "
+        f"measured per bot), {args.workers} Esoteric workers, stand-in in its own process"
+    )
+    print(f"{'':<34} {'updates/s':>10} {'p50 ms':>9} {'p99 ms':>9}   API calls per update")
+    print(line("bare python-telegram-bot echo bot", echo))
+    print(line("Esoteric (PTB + core + SQLite)", ours))
+    print(line("core alone (no Telegram, for scale)", core))
+    print(
+        f"CPU per update in the bot process (all threads): echo {echo['cpu_ms']:.2f} ms, "
+        f"Esoteric {ours['cpu_ms']:.2f} ms, core alone {core['cpu_ms']:.2f} ms"
+    )
+    ratio = ours["updates_per_s"] / echo["updates_per_s"]
+    verdict = "meets" if ratio >= 0.6 else "below"
+    print(f"ratio Esoteric / echo: {ratio:.0%} ({verdict} the 60% target)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chats", type=int, default=8)
+    parser.add_argument("--waves", type=int, default=90)
+    parser.add_argument("--warmup", type=int, default=12)
+    parser.add_argument("--workers", type=int, default=8)
+    args = parser.parse_args()
+    # The stand-in is forked before this process starts an event loop.
+    parent, child = multiprocessing.Pipe()
+    process = multiprocessing.get_context("fork").Process(
+        target=run_stand_in, args=(child,), daemon=True
+    )
+    process.start()
+    try:
+        port = parent.recv()
+        asyncio.run(bench(port, args))
+    finally:
+        process.terminate()
+        process.join()
+
+
+if __name__ == "__main__":
+    main()
