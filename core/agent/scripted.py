@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from core.agent.base import AgentResult, LeadDraft, TurnContext
+from core.agent.sales import SalesAssistant
 from core.catalogue import Catalogue, Product
 from core.loan import eligibility, summarise
 from core.messages import Choice, Citation, Reply
@@ -130,6 +131,11 @@ class ScriptedAgent:
     # -- the turn --------------------------------------------------------------------------
 
     async def respond(self, ctx: TurnContext) -> AgentResult:
+        if ctx.persona == "sales":
+            # The sales team's internal assistant: terse, cited, no customer sales flow.
+            return await SalesAssistant(
+                self.catalogue, self.config.currency, self.knowledge
+            ).respond(ctx)
         state = dict(ctx.state)
         stage = state.get("stage")
         text = ctx.text.strip()
@@ -152,6 +158,13 @@ class ScriptedAgent:
                 "existing_emis": state.get("existing_emis"),
             }
             self._fill_opportunistic(state, text, product, expected=None)
+            # A question about a product ("documents for a home loan?") is answered first.
+            answer = await self._knowledge_answer(text) if _QUESTION.search(text) else None
+            if answer is not None and answer[1]:
+                follow = self._next(state)
+                return answer_with_state(
+                    answer, state, suffix="\n\nFor an estimate: " + follow.reply.text
+                )
             if switched or stage not in (None, NEED):
                 prefix = f"Sure, let's look at a {product.name}. "
             else:
@@ -162,7 +175,8 @@ class ScriptedAgent:
             answer = await self._knowledge_answer(text) if _QUESTION.search(text) else None
             if answer is not None:
                 state["stage"] = NEED
-                return answer_with_state(answer, state, suffix=" Which loan are you interested in?")
+                suffix = "\n\nWhich loan are you interested in?"
+                return answer_with_state(answer, state, suffix=suffix)
             state["stage"] = NEED
             if _GREETING.search(text) or stage is None:
                 return AgentResult(self.greeting(), state)
@@ -184,7 +198,7 @@ class ScriptedAgent:
         if parse_amount(text) is not None and not _QUESTION.search(text):
             state.update(stage=AMOUNT, amount=None, tenure=None)
             return await self._slot_turn(state, text, product)
-        answer = await self._knowledge_answer(text)
+        answer = await self._knowledge_answer(text, product)
         if answer is not None:
             return answer_with_state(answer, state)
         return AgentResult(
@@ -219,7 +233,9 @@ class ScriptedAgent:
         if stage == AMOUNT:
             amount = parse_amount(text)
             if amount is None:
-                answer = await self._knowledge_answer(text) if _QUESTION.search(text) else None
+                answer = (
+                    await self._knowledge_answer(text, product) if _QUESTION.search(text) else None
+                )
                 if answer is not None:
                     return answer_with_state(answer, state, suffix=" " + self._ask(AMOUNT, product))
                 return AgentResult(
@@ -245,7 +261,9 @@ class ScriptedAgent:
         if stage == TENURE:
             months = parse_tenure_months(text)
             if months is None:
-                answer = await self._knowledge_answer(text) if _QUESTION.search(text) else None
+                answer = (
+                    await self._knowledge_answer(text, product) if _QUESTION.search(text) else None
+                )
                 if answer is not None:
                     return answer_with_state(answer, state, suffix=" " + self._ask(TENURE, product))
                 return AgentResult(
@@ -270,7 +288,7 @@ class ScriptedAgent:
         # INCOME
         income = parse_monthly_income(text)
         if income is None or income <= 0:
-            answer = await self._knowledge_answer(text) if _QUESTION.search(text) else None
+            answer = await self._knowledge_answer(text, product) if _QUESTION.search(text) else None
             if answer is not None:
                 return answer_with_state(answer, state, suffix=" " + self._ask(INCOME, product))
             return AgentResult(
@@ -492,18 +510,39 @@ class ScriptedAgent:
             )
         return None
 
-    async def _knowledge_answer(self, text: str) -> tuple[str, tuple[Citation, ...]] | None:
+    async def _knowledge_answer(
+        self, text: str, product: Product | None = None
+    ) -> tuple[str, tuple[Citation, ...]] | None:
+        """An answer from the knowledge base; for a question it has no answer to, an honest
+        "I don't know" with an advisor offered. ``None`` when there is no knowledge base or
+        the message is no question."""
         if self.knowledge is None:
             return None
-        return await self.knowledge(text)
+        answer = await self.knowledge(text)
+        if answer is not None and product is not None and self.detect_product(text) is None:
+            # "what documents?" in the middle of a home loan quote means home loan documents;
+            # the plain question decides whether anything is known at all.
+            answer = await self.knowledge(f"{product.name}: {text}") or answer
+        if answer is not None:
+            return answer
+        if _QUESTION.search(text) and not _GREETING.search(text):
+            return (
+                "I don't have a reliable answer to that in our knowledge base, and I'd rather "
+                'not guess. A loan advisor can help: say "advisor" or type /human and I\'ll '
+                "arrange a call.",
+                (),
+            )
+        return None
 
 
 def answer_with_state(
     answer: tuple[str, tuple[Citation, ...]], state: dict[str, Any], suffix: str = ""
 ) -> AgentResult:
     text, citations = answer
+    if suffix.strip():
+        text = f"{text}\n\n{suffix.strip()}"
     return AgentResult(
-        Reply(text + suffix, citations=citations),
+        Reply(text, citations=citations),
         state,
         meta={"citations": [c.as_dict() for c in citations]},
     )

@@ -1,0 +1,199 @@
+"""Opening the knowledge base from settings, and the ``esoteric kb`` commands."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from bot.settings import Settings
+from core.errors import KnowledgeError
+
+if TYPE_CHECKING:
+    from core.knowledge.base import KnowledgeBase
+
+# chromadb and onnxruntime are imported on first use: they take seconds to import, which every
+# command would otherwise pay, with or without a knowledge base.
+
+MODEL_SETTING = "ESOTERIC_EMBEDDING_MODEL_DIR"
+
+log = logging.getLogger("esoteric.knowledge")
+
+
+def chroma_location(settings: Settings) -> str:
+    return settings.chroma_url or str((settings.data_dir / "chroma").resolve())
+
+
+async def open_knowledge(settings: Settings) -> KnowledgeBase:
+    """The knowledge base the settings describe, or one ``KnowledgeError`` line saying why not."""
+    from core.knowledge.base import KnowledgeBase, connect_chroma
+    from core.knowledge.embedding import EmbeddingUnavailable, load_embedder
+
+    try:
+        embedder = await asyncio.to_thread(load_embedder, settings.embedding_model_dir)
+    except EmbeddingUnavailable as exc:
+        hint = (
+            f"check {MODEL_SETTING}"
+            if settings.embedding_model_dir
+            else f"set {MODEL_SETTING} to a folder holding onnx/ of all-MiniLM-L6-v2"
+        )
+        raise KnowledgeError(f"embedding model unavailable ({exc}); {hint}") from exc
+    path = None if settings.chroma_url else settings.data_dir / "chroma"
+    client = await asyncio.to_thread(connect_chroma, path, settings.chroma_url)
+    kb = KnowledgeBase(
+        client, embedder, floor=settings.knowledge_min_score, location=chroma_location(settings)
+    )
+    try:
+        await kb.open()
+    except BaseException:
+        await kb.close()
+        raise
+    return kb
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+
+class IngestProgress:
+    """A redrawn bar on a terminal; one plain line per finished file when piped."""
+
+    def __init__(self, out: TextIO, tty: bool | None = None) -> None:
+        self.out = out
+        self.tty = out.isatty() if tty is None else tty
+        self._drawn = False
+
+    def __call__(self, source: str, done: int, total: int) -> None:
+        if self.tty:
+            width = 30
+            filled = width * done // total if total else width
+            bar = "#" * filled + "-" * (width - filled)
+            self.out.write(f"\r\x1b[K[{bar}] {done}/{total} {source}")
+            self._drawn = True
+            if done >= total:
+                self.out.write("\n")
+                self._drawn = False
+        elif done >= total:
+            self.out.write(f"ingested {source}: {total} chunks\n")
+        self.out.flush()
+
+    def error(self, message: str) -> None:
+        if self._drawn:
+            self.out.write("\n")
+            self._drawn = False
+        print(f"esoteric: skipped {message}", file=sys.stderr, flush=True)
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+async def ingest_command(settings: Settings, paths: Sequence[Path], bundled: bool) -> int:
+    if not paths and not bundled:
+        raise KnowledgeError("give at least one file or folder to ingest (or --bundled)")
+    from core.knowledge.ingest import ingest_paths, sync_bundled
+
+    progress = IngestProgress(sys.stdout)
+    started = time.perf_counter()
+    kb = await open_knowledge(settings)
+    try:
+        report = await ingest_paths(kb, paths, progress, progress.error)
+        if bundled:
+            await kb.set_marker("bundled_sha256", "")  # force: the operator asked for it
+            bundled_report = await sync_bundled(kb, progress)
+            if bundled_report is not None:
+                report.files += bundled_report.files
+                report.added += bundled_report.added
+                report.unchanged += bundled_report.unchanged
+                report.removed += bundled_report.removed
+        total = await kb.count()
+    finally:
+        await kb.close()
+    elapsed = time.perf_counter() - started
+    print(
+        f"{report.files} file(s): {report.added} chunks added, {report.unchanged} unchanged, "
+        f"{report.removed} removed; {len(report.errors)} failed; {total} chunks in "
+        f"{chroma_location(settings)} ({elapsed:.1f}s)"
+    )
+    return 1 if report.errors else 0
+
+
+async def query_command(settings: Settings, text: str, k: int) -> int:
+    if not text.strip():
+        raise KnowledgeError("give the question to search for")
+    from core.catalogue import load_catalogue
+    from core.knowledge.query import QueryExpander
+
+    # The same expansion chat turns use, so this shows what a customer's question retrieves.
+    query = QueryExpander.for_catalogue(load_catalogue()).expand(text)
+    if query != text:
+        print(f"query: {query}")
+    kb = await open_knowledge(settings)
+    try:
+        hits = await kb.search(query, k, floor=0.0)
+    finally:
+        await kb.close()
+    if not hits:
+        print("no chunks in the knowledge base; run `esoteric kb ingest PATH...` first")
+        return 0
+    for rank, hit in enumerate(hits, 1):
+        marker = "" if hit.score >= kb.floor else "  (below the relevance floor)"
+        print(
+            f"{rank}. score {hit.score:.3f}  {hit.source} > {hit.heading or '(no heading)'}{marker}"
+        )
+        snippet = " ".join(hit.text.split())
+        print(f"   {snippet[:200]}{'...' if len(snippet) > 200 else ''}")
+    return 0
+
+
+async def stats_command(settings: Settings) -> int:
+    kb = await open_knowledge(settings)
+    try:
+        stats = await kb.stats()
+    finally:
+        await kb.close()
+    print(f"collection {stats.collection} at {stats.location}: {stats.chunks} chunks")
+    for item in stats.sources:
+        print(f"  {item.chunks:5d}  {item.source}  ({item.root})")
+    return 0
+
+
+async def knowledge_for_runtime(settings: Settings) -> tuple[KnowledgeBase | None, str | None]:
+    """The knowledge base for chat and serve, or ``(None, why)``: the bot then runs without
+    retrieval. The embedded default takes in the bundled documents whenever they changed."""
+    try:
+        kb = await open_knowledge(settings)
+    except KnowledgeError as exc:
+        problem = f"knowledge base unavailable, running without retrieval: {exc}"
+        log.warning(problem)
+        return None, problem
+    if settings.chroma_url is None:
+        from core.knowledge.ingest import sync_bundled
+
+        try:
+            report = await sync_bundled(kb)
+        except KnowledgeError as exc:
+            await kb.close()
+            problem = f"knowledge base unavailable, running without retrieval: {exc}"
+            log.warning(problem)
+            return None, problem
+        except BaseException:
+            await kb.close()
+            raise
+        if report is not None:
+            log.info("bundled knowledge base: %d chunks stored", report.added + report.unchanged)
+    else:
+        try:
+            empty = await kb.count() == 0
+        except KnowledgeError:
+            empty = False  # reported by /ready; lookups fail soft meanwhile
+        if empty:
+            # A shared server is never filled implicitly; say how to fill it.
+            log.warning(
+                "the knowledge base at %s is empty; run `esoteric kb ingest --bundled` "
+                "(and your own documents)",
+                settings.chroma_url,
+            )
+    return kb, None

@@ -1,0 +1,272 @@
+"""The knowledge base: chunks and their embeddings in one Chroma collection.
+
+Every Chroma and embedding call is synchronous, so each runs in a worker thread; ingestion goes
+in small batches so that searches from chat turns interleave with a long ingestion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import chromadb
+from chromadb.api import ClientAPI
+from chromadb.api.models.Collection import Collection
+from chromadb.config import Settings as ChromaSettings
+
+from core.errors import KnowledgeError
+from core.knowledge.embedding import MiniLMEmbedder
+from core.knowledge.types import Chunk, Hit, KnowledgeStats, SourceStats
+
+log = logging.getLogger(__name__)
+
+COLLECTION = "esoteric-knowledge"
+DEFAULT_FLOOR = 0.30
+BATCH = 32
+
+
+class KnowledgeUnavailable(KnowledgeError):
+    """Chroma cannot be reached or refused an operation."""
+
+
+def connect_chroma(path: Path | None = None, url: str | None = None) -> ClientAPI:
+    """An embedded client under ``path``, or a client of the Chroma server at ``url``.
+    Blocking: call it off the event loop."""
+    settings = ChromaSettings(anonymized_telemetry=False)
+    try:
+        if url:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(url)
+            ssl = parts.scheme == "https"
+            port = parts.port or (443 if ssl else 8000)
+            client = chromadb.HttpClient(
+                host=parts.hostname or "localhost", port=port, ssl=ssl, settings=settings
+            )
+            client.heartbeat()
+            return client
+        if path is None:
+            raise KnowledgeUnavailable("no Chroma path or URL given")
+        path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=settings)
+    except KnowledgeError:
+        raise
+    except Exception as exc:  # chromadb raises assorted client and transport errors
+        where = url or str(path)
+        raise KnowledgeUnavailable(f"cannot open Chroma at {where}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class SourceDocument:
+    """The chunks of one file, ready to replace whatever that file contributed before."""
+
+    root: str
+    source: str
+    chunks: tuple[Chunk, ...]
+
+
+@dataclass
+class IngestReport:
+    files: int = 0
+    added: int = 0  # chunks embedded and stored
+    unchanged: int = 0  # chunks already present with the same content
+    removed: int = 0  # stale chunks of changed or removed files
+    errors: list[str] = field(default_factory=list)
+
+
+Progress = Callable[[str, int, int], None]  # source, chunks done, chunks in that source
+
+
+class KnowledgeBase:
+    """Implements ``KnowledgeSearch`` over one Chroma collection."""
+
+    def __init__(
+        self,
+        client: ClientAPI,
+        embedder: MiniLMEmbedder,
+        *,
+        collection: str = COLLECTION,
+        floor: float = DEFAULT_FLOOR,
+        location: str = "",
+    ) -> None:
+        self.client = client
+        self.embedder = embedder
+        self.floor = floor
+        self.location = location
+        self.name = collection
+        self._collection: Collection | None = None
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _coll(self) -> Collection:
+        if self._collection is None:
+            # Vectors are computed here, not by Chroma, so the collection keeps no function;
+            # cosine distance makes 1 - distance a similarity in [-1, 1].
+            self._collection = self.client.get_or_create_collection(
+                self.name, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
+            )
+        return self._collection
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except KnowledgeError:
+            raise
+        except Exception as exc:  # chromadb raises assorted client and transport errors
+            raise KnowledgeUnavailable(f"Chroma failed: {type(exc).__name__}: {exc}") from exc
+
+    async def open(self) -> None:
+        await self._call(self._coll)
+
+    async def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            await self._call(close)
+
+    # -- retrieval ---------------------------------------------------------------------------
+
+    def _search_sync(self, query: str, k: int, floor: float) -> list[Hit]:
+        coll = self._coll()
+        if coll.count() == 0:
+            return []
+        vector = self.embedder.embed([query])[0]
+        found = coll.query(
+            query_embeddings=[vector],  # type: ignore[arg-type]
+            n_results=k,
+            include=["documents", "metadatas", "distances"],
+        )
+        hits: list[Hit] = []
+        ids = found["ids"][0]
+        docs = (found.get("documents") or [[]])[0]
+        metas = (found.get("metadatas") or [[]])[0]
+        dists = (found.get("distances") or [[]])[0]
+        for cid, doc, meta, dist in zip(ids, docs, metas, dists, strict=True):
+            score = max(0.0, min(1.0, 1.0 - float(dist)))
+            if score < floor:
+                continue
+            meta = meta or {}
+            hits.append(
+                Hit(
+                    cid, doc or "", str(meta.get("source", "")), str(meta.get("heading", "")), score
+                )
+            )
+        return hits
+
+    async def search(self, query: str, k: int = 4, floor: float | None = None) -> list[Hit]:
+        """The best ``k`` chunks at or above the relevance floor, best first."""
+        query = query.strip()
+        if not query:
+            return []
+        floor = self.floor if floor is None else floor
+        hits: list[Hit] = await self._call(self._search_sync, query, k, floor)
+        return hits
+
+    # -- ingestion ---------------------------------------------------------------------------
+
+    def _existing_ids(self, root: str, source: str | None = None) -> dict[str, str]:
+        """Chunk id -> source for what ``root`` (or one of its sources) holds now."""
+        where: dict[str, Any] = {"root": root}
+        if source is not None:
+            where = {"$and": [{"root": root}, {"source": source}]}
+        got = self._coll().get(where=where, include=["metadatas"])
+        metas = got.get("metadatas") or [{} for _ in got["ids"]]
+        return {
+            cid: str((m or {}).get("source", "")) for cid, m in zip(got["ids"], metas, strict=True)
+        }
+
+    def _upsert_sync(self, chunks: Sequence[Chunk]) -> None:
+        vectors = self.embedder.embed([c.embedding_text() for c in chunks])
+        self._coll().upsert(
+            ids=[c.chunk_id for c in chunks],
+            embeddings=vectors,  # type: ignore[arg-type]
+            documents=[c.text for c in chunks],
+            metadatas=[
+                {"root": c.root, "source": c.source, "heading": c.heading, "position": c.position}
+                for c in chunks
+            ],
+        )
+
+    def _delete_sync(self, ids: list[str]) -> None:
+        if ids:
+            self._coll().delete(ids=ids)
+
+    async def ingest_source(
+        self, doc: SourceDocument, report: IngestReport, progress: Progress | None = None
+    ) -> None:
+        """Make the collection hold exactly ``doc.chunks`` for this source: new chunks are
+        embedded and stored, unchanged ones kept, stale ones deleted."""
+        existing = await self._call(self._existing_ids, doc.root, doc.source)
+        wanted = {c.chunk_id for c in doc.chunks}
+        fresh = [c for c in doc.chunks if c.chunk_id not in existing]
+        total = len(doc.chunks)
+        done = total - len(fresh)
+        if progress:
+            progress(doc.source, done, total)
+        for start in range(0, len(fresh), BATCH):
+            batch = fresh[start : start + BATCH]
+            await self._call(self._upsert_sync, batch)
+            done += len(batch)
+            if progress:
+                progress(doc.source, done, total)
+        stale = [cid for cid in existing if cid not in wanted]
+        await self._call(self._delete_sync, stale)
+        report.files += 1
+        report.added += len(fresh)
+        report.unchanged += total - len(fresh)
+        report.removed += len(stale)
+
+    async def prune(self, root: str, keep_sources: Iterable[str], report: IngestReport) -> None:
+        """Delete chunks of ``root``'s files that no longer exist."""
+        keep = set(keep_sources)
+        existing: dict[str, str] = await self._call(self._existing_ids, root)
+        stale = [cid for cid, source in existing.items() if source not in keep]
+        await self._call(self._delete_sync, stale)
+        report.removed += len(stale)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _metadata_sync(self) -> dict[str, Any]:
+        return dict(self._coll().metadata or {})
+
+    async def get_marker(self, key: str) -> str | None:
+        meta = await self._call(self._metadata_sync)
+        value = meta.get(key)
+        return str(value) if value is not None else None
+
+    def _set_marker_sync(self, key: str, value: str) -> None:
+        coll = self._coll()
+        meta = dict(coll.metadata or {})
+        meta[key] = value
+        coll.modify(metadata=meta)
+
+    async def set_marker(self, key: str, value: str) -> None:
+        """Remember a value with the collection (e.g. the hash of the bundled documents)."""
+        await self._call(self._set_marker_sync, key, value)
+
+    def _stats_sync(self) -> KnowledgeStats:
+        got = self._coll().get(include=["metadatas"])
+        counts: dict[tuple[str, str], int] = {}
+        for meta in got.get("metadatas") or []:
+            key = (str((meta or {}).get("root", "")), str((meta or {}).get("source", "")))
+            counts[key] = counts.get(key, 0) + 1
+        sources = tuple(SourceStats(r, s, n) for (r, s), n in sorted(counts.items()))
+        return KnowledgeStats(self.name, self.location, len(got["ids"]), sources)
+
+    async def stats(self) -> KnowledgeStats:
+        stats: KnowledgeStats = await self._call(self._stats_sync)
+        return stats
+
+    async def count(self) -> int:
+        return int(await self._call(lambda: self._coll().count()))
+
+    async def check(self) -> tuple[bool, str]:
+        """For readiness: the collection answers, and how many chunks it holds."""
+        try:
+            chunks = await self.count()
+        except KnowledgeError as exc:
+            return False, str(exc)
+        return True, f"{chunks} chunks"

@@ -1,0 +1,355 @@
+"""The knowledge base on embedded Chroma with the real MiniLM model: ingestion, retrieval, the
+bundled documents, the turn pipeline, readiness and a long ingestion beside chat turns."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from bot.asgi import create_app
+from bot.runtime import open_runtime
+from bot.settings import Settings, load_settings
+from core.agent.scripted import ScriptedAgent
+from core.catalogue import load_catalogue
+from core.conversation import ConversationService
+from core.knowledge.answer import knowledge_lookup
+from core.knowledge.base import IngestReport, KnowledgeBase, SourceDocument, connect_chroma
+from core.knowledge.chunking import chunk_id
+from core.knowledge.embedding import MiniLMEmbedder, load_embedder
+from core.knowledge.ingest import BUNDLED_MARKER, ingest_paths, sync_bundled
+from core.knowledge.query import QueryExpander
+from core.knowledge.types import Chunk
+from core.messages import Inbound
+from core.store.database import Database
+from core.store.models import Message
+from tests.conftest import MODEL_DIR
+from tests.support.recording import RecordingPort
+from tests.unit.test_knowledge_documents import make_pdf
+
+
+@pytest.fixture(scope="module")
+def embedder() -> MiniLMEmbedder:
+    return load_embedder(MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def seeded_chroma(embedder: MiniLMEmbedder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Chroma folder holding the bundled knowledge base, ingested once for the module; tests
+    copy it, so each starts from the state a first run leaves behind."""
+    path = tmp_path_factory.mktemp("seeded") / "chroma"
+
+    async def seed() -> None:
+        kb = KnowledgeBase(await asyncio.to_thread(connect_chroma, path), embedder)
+        try:
+            assert await sync_bundled(kb) is not None
+        finally:
+            await kb.close()
+
+    asyncio.run(seed())
+    return path
+
+
+def data_dir_with_kb(seeded: Path, tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(seeded, data / "chroma")
+    return data
+
+
+@pytest.fixture
+async def bundled_kb(
+    seeded_chroma: Path, embedder: MiniLMEmbedder, tmp_path: Path
+) -> AsyncIterator[KnowledgeBase]:
+    data = data_dir_with_kb(seeded_chroma, tmp_path)
+    kb = KnowledgeBase(await asyncio.to_thread(connect_chroma, data / "chroma"), embedder)
+    await kb.open()
+    try:
+        yield kb
+    finally:
+        await kb.close()
+
+
+@pytest.fixture
+def sample_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "gold-loan.md").write_text(
+        "# Gold Loan\n\n## Purity\n\nWe accept gold ornaments of 18 to 22 carat purity.\n\n"
+        "## Valuation\n\nJewellery is weighed and tested at the branch in front of you.\n",
+        encoding="utf-8",
+    )
+    (folder / "hours.txt").write_text(
+        "Branches open from 10 am to 4 pm on weekdays.", encoding="utf-8"
+    )
+    (folder / "locker.html").write_text(
+        "<h1>Lockers</h1><h2>Rent</h2><p>Locker rent is charged every year in advance.</p>",
+        encoding="utf-8",
+    )
+    (folder / "policy.pdf").write_bytes(make_pdf(["Nominees can claim locker contents."]))
+    return folder
+
+
+async def documents_of(kb: KnowledgeBase) -> list[str]:
+    got = await asyncio.to_thread(kb._coll().get, include=["documents"])
+    return list(got["documents"] or [])
+
+
+# -- ingestion ------------------------------------------------------------------------------------
+
+
+async def test_ingestion_is_an_idempotent_upsert_that_replaces_changed_and_removed_files(
+    embedder: MiniLMEmbedder, sample_folder: Path, tmp_path: Path
+) -> None:
+    (sample_folder / "empty.md").write_text("", encoding="utf-8")
+    (sample_folder / "scan.pdf").write_bytes(b"%PDF-1.4 garbage")
+    (sample_folder / "photo.md").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    kb = KnowledgeBase(await asyncio.to_thread(connect_chroma, tmp_path / "chroma"), embedder)
+    errors: list[str] = []
+    try:
+        first = await ingest_paths(kb, [sample_folder], on_error=errors.append)
+        assert first.files == 4 and first.added == 5 and first.removed == 0
+        by_file = {Path(e.split(": ", 1)[0]).name: e.split(": ", 1)[1] for e in errors}
+        assert sorted(by_file) == ["empty.md", "photo.md", "scan.pdf"]
+        assert by_file["empty.md"] == "empty file"
+        assert by_file["photo.md"] == "binary content in a text file"
+        assert by_file["scan.pdf"].startswith("unreadable PDF")
+        assert await kb.count() == 5
+
+        again = await ingest_paths(kb, [sample_folder])
+        assert (again.added, again.unchanged, again.removed) == (0, 5, 0)
+        assert await kb.count() == 5
+
+        gold = sample_folder / "gold-loan.md"
+        gold.write_text(
+            gold.read_text(encoding="utf-8").replace("18 to 22 carat", "20 to 24 carat"),
+            encoding="utf-8",
+        )
+        changed = await ingest_paths(kb, [sample_folder])
+        assert (changed.added, changed.unchanged, changed.removed) == (1, 4, 1)
+        texts = await documents_of(kb)
+        assert any("20 to 24 carat" in t for t in texts)
+        assert not any("18 to 22 carat" in t for t in texts)
+
+        (sample_folder / "hours.txt").unlink()
+        removed = await ingest_paths(kb, [sample_folder])
+        assert removed.removed == 1 and await kb.count() == 4
+        stats = await kb.stats()
+        assert sorted(s.source for s in stats.sources) == [
+            "gold-loan.md",
+            "locker.html",
+            "policy.pdf",
+        ]
+        hits = await kb.search("what purity of gold jewellery do you accept?", 2)
+        assert hits[0].source == "gold-loan.md" and hits[0].heading == "Gold Loan > Purity"
+        pdf = await kb.search("who can claim what is in a locker", 1)
+        assert (pdf[0].source, pdf[0].heading) == ("policy.pdf", "Page 1")
+    finally:
+        await kb.close()
+
+
+async def test_a_single_named_file_is_replaced_in_place(
+    embedder: MiniLMEmbedder, sample_folder: Path, tmp_path: Path
+) -> None:
+    kb = KnowledgeBase(await asyncio.to_thread(connect_chroma, tmp_path / "chroma"), embedder)
+    try:
+        await ingest_paths(kb, [sample_folder])
+        hours = sample_folder / "hours.txt"
+        hours.write_text("Branches open from 9 am to 5 pm on weekdays.", encoding="utf-8")
+        report = await ingest_paths(kb, [hours])
+        assert (report.added, report.removed) == (1, 1)
+        texts = await documents_of(kb)
+        assert sum("Branches open" in t for t in texts) == 1
+        assert await kb.count() == 5
+    finally:
+        await kb.close()
+
+
+# -- retrieval on the bundled knowledge base -------------------------------------------------------
+
+
+async def test_the_answering_section_ranks_first_and_the_floor_filters(
+    bundled_kb: KnowledgeBase,
+) -> None:
+    hits = await bundled_kb.search("what documents do I need for a home loan?", 3)
+    assert (hits[0].source, hits[0].heading) == ("home-loan.md", "Home Loan > Documents required")
+    assert all(0 <= h.score <= 1 for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    expand = QueryExpander.for_catalogue(load_catalogue()).expand
+    car = await bundled_kb.search(expand("gaadi loan ke documents"), 1)
+    assert (car[0].source, car[0].heading) == ("car-loan.md", "Car Loan > Documents required")
+    assert await bundled_kb.search("recipe for chicken biryani", 4) == []
+    assert len(await bundled_kb.search("recipe for chicken biryani", 4, floor=0.0)) == 4
+    assert await bundled_kb.search("   ") == []
+
+
+async def test_bundled_documents_are_reingested_only_when_changed(
+    bundled_kb: KnowledgeBase,
+) -> None:
+    total = await bundled_kb.count()
+    assert await sync_bundled(bundled_kb) is None  # unchanged since the seeding run
+    await bundled_kb.set_marker(BUNDLED_MARKER, "an older version")
+    report = await sync_bundled(bundled_kb)
+    assert report is not None
+    # Content hashes make the redo cheap: nothing is embedded again, nothing duplicated.
+    assert (report.added, report.unchanged, report.removed) == (0, total, 0)
+    assert await bundled_kb.count() == total
+    assert await sync_bundled(bundled_kb) is None
+
+
+# -- the turn pipeline -----------------------------------------------------------------------------
+
+
+def runtime_settings(data: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": data,
+        "embedding_model_dir": MODEL_DIR,
+        **overrides,
+    }
+    return load_settings(**values)
+
+
+async def ask(service: ConversationService, text: str, n: int, chat: str = "c1") -> Inbound:
+    inbound = Inbound(channel="test", chat_key=chat, sender_id="u1", text=text, event_id=str(n))
+    await service.handle(inbound)
+    return inbound
+
+
+async def test_chat_turns_answer_from_the_knowledge_base_with_citations(
+    seeded_chroma: Path, tmp_path: Path
+) -> None:
+    settings = runtime_settings(data_dir_with_kb(seeded_chroma, tmp_path))
+    async with open_runtime(settings, scheduler=False) as runtime:
+        assert runtime.knowledge is not None and runtime.knowledge_problem is None
+        port = RecordingPort()
+        runtime.service.register_channel("test", port)
+        await ask(runtime.service, "what documents do I need for a home loan?", 1)
+        await ask(runtime.service, "what is the capital of France?", 2)
+        await ask(runtime.service, "can I close it early?", 3)
+
+        documents, unknown, foreclosure = (reply for _, reply in port.sent)
+        assert documents.text.startswith("From home-loan.md, Documents required:")
+        assert "PAN card" in documents.text and "How much would you like to borrow?" in (
+            documents.text
+        )
+        assert [(c.source, c.heading) for c in documents.citations] == [
+            ("home-loan.md", "Home Loan > Documents required")
+        ]
+        assert "don't have a reliable answer" in unknown.text and "advisor" in unknown.text
+        assert unknown.citations == ()
+        # Mid-quote, "it" is the home loan: the answer comes from the home loan document.
+        assert foreclosure.citations[0].source == "home-loan.md"
+        assert "foreclos" in foreclosure.text.lower()
+
+        async with runtime.db.transaction() as session:
+            rows = (
+                await session.scalars(
+                    select(Message).where(Message.direction == "out").order_by(Message.id)
+                )
+            ).all()
+        stored = [row.meta.get("citations") for row in rows]
+        assert stored[0] == [c.as_dict() for c in documents.citations]
+        assert not stored[1]
+
+        app = create_app(runtime, [])
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            ready = (await client.get("/ready")).json()
+        total = await runtime.knowledge.count()
+        assert ready["checks"]["knowledge"] == {
+            "ok": True,
+            "detail": f"{total} chunks",
+            "degraded": False,
+        }
+
+
+async def test_without_the_model_chat_runs_without_retrieval_and_ready_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = runtime_settings(tmp_path / "data", embedding_model_dir=tmp_path / "no-model")
+    async with open_runtime(settings, scheduler=False) as runtime:
+        assert runtime.knowledge is None
+        problem = runtime.knowledge_problem or ""
+        assert "ESOTERIC_EMBEDDING_MODEL_DIR" in problem and "\n" not in problem
+        assert "running without retrieval" in problem
+        assert any("ESOTERIC_EMBEDDING_MODEL_DIR" in r.getMessage() for r in caplog.records)
+        port = RecordingPort()
+        runtime.service.register_channel("test", port)
+        await ask(runtime.service, "I need a car loan", 1)
+        assert port.sent[0][1].text.startswith("Great, a Car Loan.")
+        app = create_app(runtime, [])
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get("/ready")
+        knowledge = response.json()["checks"]["knowledge"]
+        assert knowledge["ok"] is False and knowledge["degraded"] is True
+        assert "ESOTERIC_EMBEDDING_MODEL_DIR" in knowledge["detail"]
+
+
+# -- a long ingestion beside chat turns ------------------------------------------------------------
+
+
+@pytest.fixture
+def filler() -> Iterator[SourceDocument]:
+    chunks = []
+    for i in range(600):
+        text = f"Filler note {i}: branch {i} keeps its register in cabinet {i % 7}."
+        chunks.append(
+            Chunk(
+                chunk_id("bulk", "filler.md", "Filler", text),
+                "bulk",
+                "filler.md",
+                "Filler",
+                text,
+                i,
+            )
+        )
+    yield SourceDocument("bulk", "filler.md", tuple(chunks))
+
+
+async def test_a_long_ingestion_does_not_stall_chat_turns(
+    bundled_kb: KnowledgeBase, sqlite_database: Database, filler: SourceDocument
+) -> None:
+    catalogue = load_catalogue()
+    scripted = ScriptedAgent(
+        catalogue,
+        knowledge=knowledge_lookup(bundled_kb, 4, QueryExpander.for_catalogue(catalogue).expand),
+    )
+    service = ConversationService(sqlite_database, scripted, scripted)
+    port = RecordingPort()
+    service.register_channel("test", port)
+    report = IngestReport()
+    started = asyncio.Event()
+
+    stored: list[int] = []
+
+    def progress(source: str, done: int, total: int) -> None:
+        stored.append(done)
+        if done > 0:
+            started.set()
+
+    ingestion = asyncio.create_task(bundled_kb.ingest_source(filler, report, progress))
+    try:
+        await started.wait()  # the ingestion has stored its first batch and is still going
+        questions = [
+            "what documents do I need for a personal loan?",
+            "is there a foreclosure charge on a car loan?",
+            "how do I raise a complaint?",
+        ]
+        for n, question in enumerate(questions, 1):
+            await ask(service, question, n, chat=f"chat-{n}")
+        finished_during_ingestion = not ingestion.done()
+        stored_when_turns_ended = stored[-1]
+        await ingestion
+    finally:
+        ingestion.cancel()
+        await service.aclose()
+    assert finished_during_ingestion, "the turns waited for the ingestion"
+    assert stored_when_turns_ended < len(filler.chunks)
+    assert len(port.sent) == 3 and all(reply.citations for _, reply in port.sent)
+    assert port.sent[0][1].citations[0].source == "personal-loan.md"
+    assert report.added == 600
