@@ -33,6 +33,8 @@ def esoteric(*args: str, stdin: str = "", **env: str) -> subprocess.CompletedPro
         if not k.startswith(("ESOTERIC_", "GROQ_", "TELEGRAM_", "SLACK_"))
     }
     environment.pop("DATABASE_URL", None)
+    # No embedding model and so no download attempt: retrieval is not what these tests check.
+    environment["ESOTERIC_EMBEDDING_MODEL_DIR"] = "/nonexistent/embedding-model"
     environment.update(env)
     return subprocess.run(
         [sys.executable, "-m", "bot", *args],

@@ -27,7 +27,16 @@ def run_chat(data_dir: Path, stdin: str, **env: str) -> subprocess.CompletedProc
         if not k.startswith(("ESOTERIC_", "GROQ_", "TELEGRAM_", "SLACK_"))
     }
     environment.pop("DATABASE_URL", None)
-    environment.update({"ESOTERIC_DATA_DIR": str(data_dir), "USER": "asha", **env})
+    # These tests are about the conversation, not retrieval: no embedding model, no download.
+    no_model = str(data_dir / "no-embedding-model")
+    environment.update(
+        {
+            "ESOTERIC_DATA_DIR": str(data_dir),
+            "USER": "asha",
+            "ESOTERIC_EMBEDDING_MODEL_DIR": no_model,
+            **env,
+        }
+    )
     return subprocess.run(
         [*ESOTERIC, "chat"],
         input=stdin,
@@ -127,7 +136,8 @@ CRASHING_PROCESS = textwrap.dedent("""
             await asyncio.Event().wait()
 
     async def main():
-        async with open_runtime(load_settings(data_dir=sys.argv[1])) as runtime:
+        settings = load_settings(data_dir=sys.argv[1], embedding_model_dir=sys.argv[2])
+        async with open_runtime(settings) as runtime:
             runtime.service.agent = StalledModel()
             console = ConsoleChannel(runtime.service, user="asha", interactive=False)
             await runtime.service.handle(console.to_inbound("I need a home loan"))
@@ -138,7 +148,7 @@ CRASHING_PROCESS = textwrap.dedent("""
 
 def test_killed_mid_turn_answers_exactly_once_after_restart(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_PROCESS, str(tmp_path)],
+        [sys.executable, "-c", CRASHING_PROCESS, str(tmp_path), str(tmp_path / "no-model")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
