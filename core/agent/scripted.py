@@ -95,6 +95,18 @@ class ScriptedAgent:
         self.catalogue = catalogue
         self.config = config or ScriptedAgentConfig(currency=catalogue.currency)
         self.knowledge = knowledge
+        # One pattern per product, compiled once: this runs on every customer message.
+        self._product_patterns = [
+            (
+                product,
+                re.compile(
+                    r"\b(?:"
+                    + "|".join(re.escape(k) for k in (product.id, *product.keywords))
+                    + r")\b"
+                ),
+            )
+            for product in catalogue.products.values()
+        ]
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -103,10 +115,9 @@ class ScriptedAgent:
 
     def detect_product(self, text: str) -> Product | None:
         lowered = text.lower()
-        for product in self.catalogue.products.values():
-            for keyword in (product.id, *product.keywords):
-                if re.search(rf"\b{re.escape(keyword)}\b", lowered):
-                    return product
+        for product, pattern in self._product_patterns:
+            if pattern.search(lowered):
+                return product
         return None
 
     def greeting(self, welcome_back: bool = False) -> Reply:
