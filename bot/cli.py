@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from bot.runtime import open_runtime
@@ -27,17 +28,35 @@ def _parser() -> argparse.ArgumentParser:
     sessions = sub.add_parser("sessions", help="conversation sessions")
     sessions_sub = sessions.add_subparsers(dest="sessions_command", required=True, metavar="ACTION")
     sessions_sub.add_parser("cleanup", help="close idle sessions once")
+    kb = sub.add_parser("kb", help="the knowledge base")
+    kb_sub = kb.add_subparsers(dest="kb_command", required=True, metavar="ACTION")
+    ingest = kb_sub.add_parser(
+        "ingest", help="ingest markdown, text, HTML and PDF files or folders"
+    )
+    ingest.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    ingest.add_argument("--bundled", action="store_true", help="also (re)ingest the bundled docs")
+    query = kb_sub.add_parser("query", help="show the chunks that best match a question")
+    query.add_argument("text", nargs="+", metavar="TEXT")
+    query.add_argument("-k", type=int, default=5, help="how many results (default 5)")
+    kb_sub.add_parser("stats", help="chunks per source")
     return parser
 
 
+def _kb_runner(args: argparse.Namespace) -> Callable[[Settings], Coroutine[Any, Any, int]]:
+    from bot import kb
+
+    if args.kb_command == "ingest":
+        return lambda settings: kb.ingest_command(settings, args.paths, args.bundled)
+    if args.kb_command == "query":
+        return lambda settings: kb.query_command(settings, " ".join(args.text), max(1, args.k))
+    return kb.stats_command
+
+
 def _configure_logging(settings: Settings, quiet: bool) -> None:
-    level = logging.WARNING if quiet else getattr(logging, settings.log_level.upper(), logging.INFO)
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Third-party chatter stays quiet unless something is wrong.
-    for noisy in ("apscheduler", "httpx", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Structured (JSON with ESOTERIC_LOG_FORMAT=json), ids attached, secrets redacted.
+    from bot.logging import configure_logging
+
+    configure_logging(settings, quiet=quiet)
 
 
 async def _chat(settings: Settings) -> int:
@@ -86,13 +105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"esoteric: invalid setting {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    _configure_logging(settings, quiet=args.command in ("chat", "migrate", "sessions"))
+    _configure_logging(settings, quiet=args.command in ("chat", "migrate", "sessions", "kb"))
     commands: dict[str, Callable[[Settings], Coroutine[Any, Any, int]]] = {
         "chat": _chat,
         "serve": _serve,
         "migrate": _migrate,
     }
-    runner = _cleanup if args.command == "sessions" else commands[args.command]
+    if args.command == "kb":
+        runner = _kb_runner(args)
+    else:
+        runner = _cleanup if args.command == "sessions" else commands[args.command]
     try:
         return asyncio.run(runner(settings))
     except ConfigError as exc:

@@ -41,6 +41,14 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 port=settings.http_port,
                 log_level="warning",
                 lifespan="off",
+                # Requests still running when the channels have stopped get this long to finish.
+                timeout_graceful_shutdown=30,
+                # Frames a little over the limit get a clear error frame from the web channel;
+                # far larger ones are cut off here, before they are buffered.
+                ws_max_size=settings.max_body_bytes * 4,
+                server_header=False,
+                # uvicorn's records go through Esoteric's handler (JSON, ids, redaction).
+                log_config=None,
             )
         )
         serving = asyncio.create_task(server.serve(), name="http")

@@ -1,0 +1,311 @@
+"""The web channel: the REST and WebSocket API a website's chat uses, on the core's ports.
+
+A session id (unguessable, bound to the API key that created it) is the conversation's chat key.
+Messages from REST and from WebSockets go through the same ``ConversationService.handle`` as any
+other channel: stored first, deduplicated on the client's message id, one turn at a time. Replies
+fan out to every WebSocket open on the session (deltas while the agent writes, then the whole
+reply); a REST call gets its reply in the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from core.conversation import ConversationService, TurnOutcome
+from core.knowledge.types import Hit
+from core.messages import Choice, Citation, Inbound, Reply, Target, parse_command, utcnow
+from core.ports import ReplyStream
+from core.sessions import (
+    SessionRecord,
+    SessionView,
+    StoredReply,
+    create_session,
+    end_session,
+    find_session,
+    session_view,
+    stored_reply,
+)
+from core.store.database import Database
+
+from .models import reply_frame
+from .security import ApiKeys, RateLimiter
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "web"
+SESSION_CACHE_TTL = 30.0
+SESSION_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    api_keys: tuple[str, ...]
+    rate_limit_per_minute: int = 120
+    max_body_bytes: int = 65_536
+    # The key the chat page embeds for visitors (one of api_keys), or None: the page asks.
+    page_key: str | None = None
+    # How long a WebSocket may stay open without presenting a key (browsers send it first).
+    auth_timeout: float = 10.0
+    # How long stop() waits for turns in flight before closing sockets anyway.
+    stop_timeout: float = 30.0
+
+
+class ShuttingDown(Exception):
+    """The channel is stopping and takes no new messages."""
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    reply: Reply | None
+    message_id: int | None
+    duplicate: bool
+
+
+class Socket:
+    """One open WebSocket: frames are sent one at a time (deltas, typing and errors of
+    concurrent turns would otherwise interleave mid-frame)."""
+
+    def __init__(self, send_json: Callable[[dict[str, Any]], Any]) -> None:
+        self._send_json = send_json
+        self._lock = asyncio.Lock()
+        self.alive = True
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        if not self.alive:
+            return
+        async with self._lock:
+            try:
+                await self._send_json(frame)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The browser went away; the reply is stored and shown again on reconnect.
+                self.alive = False
+
+
+def session_tag(session_id: str) -> str:
+    """What logs carry instead of the session id, which is as good as a password."""
+    return "web:" + hashlib.sha256(session_id.encode()).hexdigest()[:12]
+
+
+class WebChannel:
+    """The outbound and streaming ports for channel "web", and the API behind them."""
+
+    name = CHANNEL
+
+    def __init__(
+        self,
+        service: ConversationService,
+        db: Database,
+        config: WebConfig,
+        knowledge: Any | None = None,
+        knowledge_problem: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.service = service
+        self.db = db
+        self.config = config
+        self.knowledge = knowledge
+        self.knowledge_problem = knowledge_problem
+        self.clock = clock
+        self.keys = ApiKeys(config.api_keys)
+        self.limiter = RateLimiter(config.rate_limit_per_minute)
+        self._sockets: dict[str, set[Socket]] = {}
+        self._inflight: dict[str, asyncio.Future[TurnOutcome | None]] = {}
+        self._turns: set[asyncio.Task[Any]] = set()
+        self._accepting = True
+        self._session_cache: dict[str, tuple[SessionRecord, float]] = {}
+        service.register_channel(CHANNEL, self)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._accepting = True
+
+    async def stop(self) -> None:
+        """Take no new messages, let turns in flight finish, then say goodbye to sockets."""
+        self._accepting = False
+        if self._turns:
+            await asyncio.wait(list(self._turns), timeout=self.config.stop_timeout)
+        for sockets in list(self._sockets.values()):
+            for socket in list(sockets):
+                await socket.send({"type": "error", "code": "shutting_down", "detail": BYE})
+
+    def router(self) -> Any:
+        from .routes import build_router
+
+        return build_router(self)
+
+    async def check(self) -> tuple[bool, str]:
+        open_sockets = sum(len(s) for s in self._sockets.values())
+        return True, f"{open_sockets} WebSocket(s) open"
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    # -- outbound and streaming ports --------------------------------------------------------
+
+    async def send(self, target: Target, reply: Reply) -> None:
+        await self._fan_out(target.chat_key, reply_frame(reply))
+
+    async def typing(self, target: Target) -> None:
+        await self._fan_out(target.chat_key, {"type": "typing"})
+
+    async def stream(self, target: Target, reply: ReplyStream) -> None:
+        async for delta in reply:
+            await self._fan_out(target.chat_key, {"type": "delta", "text": delta})
+        await self._fan_out(target.chat_key, reply_frame(await reply.final()))
+
+    async def _fan_out(self, session_id: str, frame: dict[str, Any]) -> None:
+        sockets = self._sockets.get(session_id)
+        if not sockets:
+            return
+        for socket in list(sockets):
+            await socket.send(frame)
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    async def create_session(self, owner: str) -> SessionRecord:
+        session_id = secrets.token_urlsafe(24)
+        now = self.clock()
+        await self.db.run(create_session, session_id, owner, now)
+        return SessionRecord(session_id, owner, now, None)
+
+    async def owned_session(self, session_id: str, owner: str) -> SessionRecord | None:
+        """The session if it exists and belongs to ``owner``'s key; another key's session is
+        indistinguishable from one that does not exist."""
+        record = self._recent_session(session_id)
+        if record is None:
+            record = await self.db.run(find_session, session_id)
+            if record is not None and record.ended_at is None:
+                self._remember(record)
+        if record is None or not secrets.compare_digest(record.key_hash, owner):
+            return None
+        return record
+
+    def _recent_session(self, session_id: str) -> SessionRecord | None:
+        # Live sessions are looked up on every message; a short cache saves a database round
+        # trip each time. Another process ending the session is seen within SESSION_CACHE_TTL.
+        cached = self._session_cache.get(session_id)
+        if cached is None:
+            return None
+        record, stored_at = cached
+        if time.monotonic() - stored_at > SESSION_CACHE_TTL:
+            del self._session_cache[session_id]
+            return None
+        return record
+
+    def _remember(self, record: SessionRecord) -> None:
+        if len(self._session_cache) >= SESSION_CACHE_SIZE:
+            # Oldest first: dicts keep insertion order.
+            del self._session_cache[next(iter(self._session_cache))]
+        self._session_cache[record.id] = (record, time.monotonic())
+
+    async def view(self, record: SessionRecord) -> SessionView:
+        return await self.db.run(session_view, record, CHANNEL)
+
+    async def end(self, record: SessionRecord) -> None:
+        self._session_cache.pop(record.id, None)
+        await self.db.run(end_session, record.id, CHANNEL, self.clock())
+        for socket in list(self._sockets.get(record.id, ())):
+            await socket.send({"type": "error", "code": "session_ended", "detail": ENDED})
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def inbound(self, session_id: str, text: str, client_message_id: str | None) -> Inbound:
+        return Inbound(
+            channel=CHANNEL,
+            chat_key=session_id,
+            sender_id=session_id,
+            text=text,
+            # Namespaced by session: two clients may both number their messages from 1.
+            event_id=f"{session_id}:{client_message_id}" if client_message_id else None,
+            command=parse_command(text),
+        )
+
+    async def converse(self, inbound: Inbound) -> ChatResult:
+        """Hand one message to the core and wait for its turn. A retry of a message still in
+        progress waits for the same answer; a retry of an answered one gets the stored reply."""
+        if not self._accepting:
+            raise ShuttingDown
+        event_id = inbound.event_id
+        if event_id is not None and event_id in self._inflight:
+            outcome = await asyncio.shield(self._inflight[event_id])
+            return await self._result(outcome, event_id, duplicate=True)
+        task = asyncio.ensure_future(self.service.handle(inbound))
+        self._turns.add(task)
+        task.add_done_callback(self._turns.discard)
+        if event_id is not None:
+            self._inflight[event_id] = task
+            task.add_done_callback(lambda _: self._inflight.pop(event_id, None))
+        # Shielded: a client that disconnects does not cancel the turn, which still answers.
+        outcome = await asyncio.shield(task)
+        return await self._result(outcome, event_id, duplicate=outcome is None)
+
+    async def _result(
+        self, outcome: TurnOutcome | None, event_id: str | None, duplicate: bool
+    ) -> ChatResult:
+        if outcome is not None:
+            return ChatResult(outcome.reply, outcome.reply_id, duplicate)
+        if event_id is None:
+            return ChatResult(None, None, duplicate)
+        stored = await self.db.run(stored_reply, CHANNEL, event_id)
+        return ChatResult(_reply_of(stored), None, True)
+
+    def subscribe(self, session_id: str, socket: Socket) -> None:
+        self._sockets.setdefault(session_id, set()).add(socket)
+
+    def unsubscribe(self, session_id: str, socket: Socket) -> None:
+        sockets = self._sockets.get(session_id)
+        if sockets is not None:
+            sockets.discard(socket)
+            if not sockets:
+                del self._sockets[session_id]
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        self._turns.add(task)
+        task.add_done_callback(self._turns.discard)
+
+    # -- retrieval -------------------------------------------------------------------------------
+
+    async def search(self, query: str, k: int) -> list[Hit]:
+        if self.knowledge is None:
+            raise KnowledgeMissing(self.knowledge_problem or "no knowledge base is configured")
+        hits: list[Hit] = await self.knowledge.search(query, k)
+        return hits
+
+
+class KnowledgeMissing(Exception):
+    """The API was asked for retrieval but the bot runs without a knowledge base."""
+
+
+BYE = "The server is restarting. Reconnect in a moment; your conversation is kept."
+ENDED = "This chat session has ended. Start a new one to keep talking."
+
+
+def _reply_of(stored: StoredReply | None) -> Reply | None:
+    if stored is None or stored.text is None:
+        return None
+    citations = tuple(
+        Citation(
+            str(c.get("source", "")),
+            str(c.get("heading", "")),
+            str(c.get("chunk_id", "")),
+            c.get("score"),
+        )
+        for c in stored.meta.get("citations") or ()
+    )
+    choices = tuple(
+        Choice(str(c.get("label", "")), str(c.get("value", "")))
+        for c in stored.meta.get("choices") or ()
+    )
+    return Reply(stored.text, choices, citations)

@@ -1,0 +1,122 @@
+"""POST /api/v1/chat under concurrent clients: requests/s and latency percentiles.
+
+Runs ``esoteric serve`` (scripted agent, embedded SQLite, no knowledge base) in a subprocess and
+drives it with httpx: each client has its own session and walks the loan conversation over and
+over, one message at a time, as a website visitor would.
+
+    .venv/bin/python bench/http.py [--clients 50] [--seconds 10]
+
+Target on two cores: at least 200 requests/s with p99 under 250 ms at 50 clients.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# Run as a script, this file's folder comes first on sys.path, and this file's name would hide
+# the standard library's http package from httpx.
+if sys.path and sys.path[0] == __file__.rsplit("/", 1)[0]:
+    sys.path.pop(0)
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+
+KEY = "bench-key-0123456789abcdef"
+CONVERSATION = ("hi", "I need a home loan", "25 lakh", "20 years", "1.2 lakh a month", "/reset")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serve(data_dir: Path) -> AsyncIterator[str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ESOTERIC_", "GROQ_"))}
+    env.pop("DATABASE_URL", None)
+    env.update(
+        ESOTERIC_DATA_DIR=str(data_dir),
+        ESOTERIC_HTTP_PORT=str(port),
+        ESOTERIC_API_KEYS=KEY,
+        ESOTERIC_RATE_LIMIT_PER_MINUTE="1000000",
+        ESOTERIC_EMBEDDING_MODEL_DIR=str(data_dir / "no-model"),
+        ESOTERIC_LOG_LEVEL="WARNING",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "serve", env=env, stderr=asyncio.subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as client, asyncio.timeout(60):
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get(f"{base}/health")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await process.wait()
+
+
+async def visitor(base: str, deadline: float, latencies: list[float], errors: list[int]) -> None:
+    """One website visitor: its own connection (as a browser has), its own session."""
+    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": KEY}, timeout=30) as client:
+        created = await client.post("/api/v1/sessions")
+        session = created.json()["session_id"]
+        turn = 0
+        while time.perf_counter() < deadline:
+            message = CONVERSATION[turn % len(CONVERSATION)]
+            started = time.perf_counter()
+            response = await client.post(
+                "/api/v1/chat",
+                json={"session_id": session, "message": message, "client_message_id": f"m{turn}"},
+            )
+            latencies.append(time.perf_counter() - started)
+            if response.status_code != 200:
+                errors.append(response.status_code)
+            turn += 1
+
+
+async def main(clients: int, seconds: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        async with serve(Path(tmp)) as base:
+            # Warm up: imports, the first SQLite pages, connections.
+            warmup = time.perf_counter() + 1.0
+            await asyncio.gather(*(visitor(base, warmup, [], []) for _ in range(clients)))
+            latencies: list[float] = []
+            errors: list[int] = []
+            started = time.perf_counter()
+            deadline = started + seconds
+            await asyncio.gather(
+                *(visitor(base, deadline, latencies, errors) for _ in range(clients))
+            )
+            elapsed = time.perf_counter() - started
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    print(f"POST /api/v1/chat, scripted agent, SQLite, {clients} concurrent clients")
+    print(f"requests: {len(latencies)} in {elapsed:.1f} s, errors: {len(errors)}")
+    print(f"throughput: {len(latencies) / elapsed:.0f} requests/s")
+    print(f"latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    asyncio.run(main(args.clients, args.seconds))
