@@ -40,14 +40,26 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from adapters.slack.events import (
     CHANNEL,
     BotIdentity,
+    clean_text,
     from_person,
     is_dm,
     mentions,
     to_inbound,
 )
-from adapters.slack.render import ACTION_PATTERN, DESK_PREFIX, SlackMessage, preview, render
+from adapters.slack.render import (
+    ACTION_PATTERN,
+    DESK_PREFIX,
+    HANDOFF_ACTION_PATTERN,
+    SlackMessage,
+    lead_card,
+    preview,
+    render,
+)
+from core.admin import NAMES as ADMIN_NAMES
+from core.admin import AdminService
 from core.conversation import ConversationService
 from core.errors import ChannelError, StoreUnavailable
+from core.handoff import CardRef, HandoffService, LeadCard, RelayOutcome
 from core.messages import Reply, Target
 from core.ports import ReplyStream
 from core.salesdesk import COMMAND, SalesDesk
@@ -69,6 +81,8 @@ class SlackConfig:
     # Seconds between chat.update calls while a reply streams (chat.update is about 1/s).
     stream_interval: float = 1.0
     rate_limit_retries: int = 3
+    # ESOTERIC_SLACK_SALES_CHANNEL: where lead cards go; its card threads relay to customers.
+    sales_channel: str | None = None
 
     @property
     def socket_mode(self) -> bool:
@@ -103,12 +117,24 @@ class _Recent:
 class SlackChannel:
     name = CHANNEL
 
-    def __init__(self, service: ConversationService, desk: SalesDesk, config: SlackConfig) -> None:
+    def __init__(
+        self,
+        service: ConversationService,
+        desk: SalesDesk,
+        config: SlackConfig,
+        *,
+        handoffs: HandoffService | None = None,
+        admin: AdminService | None = None,
+    ) -> None:
         if not config.socket_mode and not config.signing_secret:
             raise ChannelError("Slack HTTP events need SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN)")
         self.service = service
         self.desk = desk
         self.config = config
+        self.handoffs = handoffs if config.sales_channel else None
+        self.admin = admin
+        # Relays from one card thread run one at a time, so the customer sees them in order.
+        self._relay_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self.client = AsyncWebClient(
             token=config.bot_token,
             base_url=config.base_url,
@@ -140,7 +166,10 @@ class SlackChannel:
         self.app.event("message")(self._on_message)
         self.app.command(COMMAND)(self._on_command)
         self.app.action(re.compile(ACTION_PATTERN))(self._on_action)
+        self.app.action(re.compile(HANDOFF_ACTION_PATTERN))(self._on_handoff_action)
         service.register_channel(CHANNEL, self)
+        if self.handoffs is not None:
+            self.handoffs.attach_desk(self)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -273,6 +302,17 @@ class SlackChannel:
             return
         thread_ts = event.get("thread_ts")
         text = str(event.get("text") or "")
+        mentioned = bot is not None and mentions(text, bot.user_id)
+        if (
+            thread_ts
+            and not mentioned
+            and self.handoffs is not None
+            and channel == self.config.sales_channel
+        ):
+            # A rep in a lead card's thread talks to the customer; "@Esoteric ..." there is a
+            # question for the bot (app_mention), not for the customer.
+            self._spawn(self._relay(event, event_id, str(thread_ts), bot), "relay")
+            return
         if not thread_ts or (bot is not None and mentions(text, bot.user_id)):
             # Top-level chatter is not for the bot; a mention comes as app_mention.
             return
@@ -317,7 +357,109 @@ class SlackChannel:
         event_id = f"action:{action.get('action_ts')}:{user}"
         self._spawn(self._receive(event, event_id, thread, self.identity), "choice")
 
+    async def _on_handoff_action(
+        self, ack: Any, body: dict[str, Any], action: dict[str, Any]
+    ) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id", ""))
+        channel = str(
+            (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+        )
+        value = str(action.get("value") or "")
+        kind = str(action.get("action_id", "")).rsplit("_", 1)[-1]
+        self._spawn(self._handoff_button(kind, value, user, channel), f"handoff-{kind}")
+
     # -- background work: the one error funnel --------------------------------------------------
+
+    async def _handoff_button(self, kind: str, value: str, user: str, channel: str) -> None:
+        if self.handoffs is None or not value.isdigit():
+            return
+        try:
+            if kind == "claim":
+                result = await self.handoffs.claim(int(value), user, await self._user_name(user))
+                notice = None
+                if not result.won:
+                    notice = result.problem or (
+                        f"{result.holder_name} already has this conversation."
+                    )
+            else:
+                released = await self.handoffs.release(user, int(value))
+                notice = None if released.released else released.message
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("handoff %s failed", kind, extra={"handoff": value})
+            notice = "Sorry, that didn't work on my side. Please try again."
+        if notice is not None:
+            try:
+                await self.send_ephemeral(channel, user, Reply(notice))
+            except ChannelError:
+                log.exception("handoff notice not delivered")
+
+    async def _relay(
+        self, event: dict[str, Any], event_id: Any, thread: str, bot: BotIdentity | None
+    ) -> None:
+        assert self.handoffs is not None
+        channel, user = str(event["channel"]), str(event["user"])
+        lock, users = self._relay_locks.get(thread) or (asyncio.Lock(), 0)
+        self._relay_locks[thread] = (lock, users + 1)
+        try:
+            async with lock:
+                result = await self.handoffs.relay_from_rep(
+                    channel,
+                    thread,
+                    user,
+                    clean_text(str(event.get("text") or ""), bot),
+                    str(event_id) if event_id else None,
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("relay to the customer failed", extra={"event_id": event_id})
+            await self._apologise_to(channel, user, "Sorry, that message could not be relayed.")
+            return
+        finally:
+            lock, users = self._relay_locks[thread]
+            if users == 1:
+                del self._relay_locks[thread]
+            else:
+                self._relay_locks[thread] = (lock, users - 1)
+        if result.outcome == RelayOutcome.NOT_A_CARD:
+            await self._follow_up(event, event_id, thread, bot)
+        elif result.notice is not None:
+            await self._apologise_to(channel, user, result.notice)
+
+    async def _apologise_to(self, channel: str, user: str, text: str) -> None:
+        try:
+            await self.send_ephemeral(channel, user, Reply(text))
+        except ChannelError:
+            log.exception("notice to %s not delivered", user)
+
+    # -- the sales desk port (lead cards) ---------------------------------------------------------
+
+    async def post_card(self, card: LeadCard) -> CardRef:
+        channel = self.config.sales_channel
+        if not channel:
+            raise ChannelError("ESOTERIC_SLACK_SALES_CHANNEL is not set")
+        ts = await self._post(Target(CHANNEL, channel), lead_card(card))
+        return CardRef(channel, ts)
+
+    async def update_card(self, ref: CardRef, card: LeadCard) -> None:
+        await self._update(Target(CHANNEL, ref.channel), ref.ts, lead_card(card))
+
+    async def post_in_thread(self, ref: CardRef, text: str, *, broadcast: bool = False) -> None:
+        for message in render(Reply(text)):
+            try:
+                await self.client.chat_postMessage(
+                    channel=ref.channel,
+                    thread_ts=ref.ts,
+                    text=message.text,
+                    blocks=message.blocks,
+                    reply_broadcast=broadcast,
+                    unfurl_links=False,
+                )
+            except SlackClientError as exc:
+                raise ChannelError(f"Slack refused chat.postMessage: {exc}") from exc
 
     async def _receive(
         self, event: dict[str, Any], event_id: Any, thread: str, bot: BotIdentity | None
@@ -397,8 +539,24 @@ class SlackChannel:
     async def _run_desk(
         self, text: str, user: str, channel: str, response_url: Any, replace: bool
     ) -> None:
+        words = text.split()
+        first = words[0].lower() if words else "help"
+        actor = f"{CHANNEL}:{user}"
         try:
-            reply = await self.desk.run(text, actor=f"{CHANNEL}:{user}")
+            if first == "release" and self.handoffs is not None:
+                reply = await self._release_command(user, words[1:])
+            elif self.admin is not None and first in ADMIN_NAMES - {"help"}:
+                # "help" stays the desk's list; "/esoteric admin help" is the admins' one.
+                reply = await self.admin.run_text(actor, text)
+            else:
+                reply = await self.desk.run(text, actor=actor)
+                if first == "help":
+                    reply = Reply(
+                        reply.text
+                        + f"\n- {COMMAND} release [ID]: hand a customer back to the bot"
+                        + f"\n- {COMMAND} admin help: the admin commands (admins only)",
+                        reply.choices,
+                    )
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -408,6 +566,13 @@ class SlackChannel:
             await self.send_ephemeral(channel, user, reply, response_url, replace)
         except ChannelError:
             log.exception("desk answer not delivered")
+
+    async def _release_command(self, user: str, args: list[str]) -> Reply:
+        assert self.handoffs is not None
+        if len(args) > 1 or (args and not args[0].lstrip("#").isdigit()):
+            return Reply(f"Usage: {COMMAND} release [ID]")
+        handoff_id = int(args[0].lstrip("#")) if args else None
+        return Reply((await self.handoffs.release(user, handoff_id)).message)
 
     async def _apologise(self, target: Target, text: str) -> None:
         try:

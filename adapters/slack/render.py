@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.handoff import LeadCard
 from core.messages import Choice, Citation, Reply
 
 SECTION_LIMIT = 3000
@@ -148,3 +149,84 @@ def preview(text: str) -> SlackMessage:
     if len(body) > SECTION_LIMIT:
         body = split_text(body, SECTION_LIMIT - 2)[0].rstrip() + " …"
     return SlackMessage(_fallback(body), [section(body)])
+
+
+# -- lead cards (the sales desk side of a human handoff) -------------------------------------------
+
+HANDOFF_ACTION_PATTERN = r"^esoteric_handoff_(claim|release)$"
+_RECENT_CHARS = 300  # per message on a card; the thread has the whole conversation
+_HEADLINES = {
+    "human": "A customer asked for an advisor",
+    "lead": "New qualified lead",
+}
+_STATUS = {
+    "waiting": "Waiting for an advisor: the first to press Claim takes the conversation.",
+    "claimed": "Claimed by {who}. Reply in this thread to talk to the customer; press Release "
+    "(or /esoteric release) to hand it back to the bot.",
+    "released": "Released by {who}: Esoteric is answering again.",
+    "returned": "Returned to Esoteric after no messages for a while (was with {who}).",
+}
+
+
+def lead_card(card: LeadCard) -> SlackMessage:
+    """A lead card: who, the loan, the latest messages, and a Claim or Release button."""
+    who = f"<@{card.assigned_to}>" if card.assigned_to else escape(card.assigned_name or "-")
+    headline = _HEADLINES.get(card.reason, "Handoff")
+    summary = f"*{escape(card.customer)}* on {escape(card.customer_channel.title())}"
+    if card.phone:
+        summary += f" · {escape(card.phone)}"
+    if card.lead_id is not None:
+        summary += f" · lead #{card.lead_id}"
+    facts = [
+        ("Product", card.product),
+        ("Amount", card.amount),
+        ("Tenure", card.tenure),
+        ("EMI", card.emi),
+        ("Eligibility", card.eligibility),
+    ]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": _plain(f"{headline} (#{card.handoff_id})", 150)},
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": summary[:SECTION_LIMIT]},
+            "fields": [
+                {"type": "mrkdwn", "text": f"*{name}*\n{escape(value or '-')}"[:2000]}
+                for name, value in facts
+            ],
+        },
+    ]
+    if card.recent:
+        lines = []
+        for speaker, text in card.recent:
+            if len(text) > _RECENT_CHARS:
+                text = text[: _RECENT_CHARS - 1] + "…"
+            lines.append(f"*{escape(speaker)}:* {escape(text)}")
+        recent = "\n".join(lines)
+        blocks.append(section(split_text("_Latest messages_\n" + recent)[0]))
+    status = _STATUS.get(card.status, card.status).format(who=who)
+    if card.note:
+        status += f"\n{escape(card.note)}"
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": status}]})
+    button = {
+        "waiting": ("Claim", "esoteric_handoff_claim", "primary"),
+        "claimed": ("Release", "esoteric_handoff_release", "danger"),
+    }.get(card.status)
+    if button is not None:
+        label, action, style = button
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"esoteric_handoff_{card.handoff_id}",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": action,
+                        "text": _plain(label, BUTTON_LABEL_LIMIT),
+                        "style": style,
+                        "value": str(card.handoff_id),
+                    }
+                ],
+            }
+        )
+    fallback = f"{headline}: {card.customer} ({card.product or 'no product yet'})"
+    return SlackMessage(_fallback(fallback), blocks)
