@@ -95,11 +95,13 @@ async def main() -> None:
         await conversation(service, -1, 3, [])
 
         loaded: list[float] = []
+        cpu_started = time.process_time()
         started = time.perf_counter()
         await asyncio.gather(
             *(conversation(service, i, args.messages, loaded) for i in range(args.conversations))
         )
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
         light: list[float] = []
         await conversation(service, args.conversations, args.light_messages, light)
         await service.aclose()
@@ -115,6 +117,7 @@ async def main() -> None:
         f"  latency p50/p99  {statistics.median(loaded) * 1000:.1f} / "
         f"{percentile(loaded, 0.99) * 1000:.1f} ms (queueing included)"
     )
+    print(f"  CPU per turn     {cpu / turns * 1000:.2f} ms (all threads)")
     print(f"light load         {len(light)} turns, one at a time")
     print(f"latency p50        {statistics.median(light) * 1000:.2f} ms")
     print(f"latency p99        {percentile(light, 0.99) * 1000:.2f} ms")

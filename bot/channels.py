@@ -5,8 +5,89 @@ from __future__ import annotations
 
 from adapters.base import ChannelAdapter
 from bot.runtime import Runtime
+from core.errors import ConfigError
 
 
 def build_channels(runtime: Runtime) -> list[ChannelAdapter]:
     channels: list[ChannelAdapter] = []
+    telegram = build_telegram(runtime)
+    if telegram is not None:
+        channels.append(telegram)
+    slack = build_slack(runtime)
+    if slack is not None:
+        channels.append(slack)
+    web = build_web(runtime)
+    if web is not None:
+        channels.append(web)
     return channels
+
+
+def build_web(runtime: Runtime) -> ChannelAdapter | None:
+    """The REST/WebSocket API and the chat page, when API keys are set (the API is off, its
+    routes absent, without them)."""
+    settings = runtime.settings
+    if not settings.api_keys:
+        return None
+    from adapters.http import WebChannel, WebConfig
+
+    config = WebConfig(
+        api_keys=tuple(key.get_secret_value() for key in settings.api_keys),
+        rate_limit_per_minute=settings.rate_limit_per_minute,
+        max_body_bytes=settings.max_body_bytes,
+        page_key=settings.web_chat_key.get_secret_value() if settings.web_chat_key else None,
+    )
+    return WebChannel(
+        runtime.service, runtime.db, config, runtime.knowledge, runtime.knowledge_problem
+    )
+
+
+def build_telegram(runtime: Runtime) -> ChannelAdapter | None:
+    """Telegram when its bot token is set: long polling, or a webhook when its URL is set."""
+    settings = runtime.settings
+    if settings.telegram_bot_token is None:
+        return None
+    from adapters.telegram import TelegramChannel, TelegramConfig
+
+    secret = settings.telegram_webhook_secret
+    config = TelegramConfig(
+        token=settings.telegram_bot_token.get_secret_value(),
+        api_url=settings.telegram_api_url,
+        webhook_url=settings.telegram_webhook_url,
+        webhook_secret=secret.get_secret_value() if secret else None,
+    )
+    return TelegramChannel(runtime.service, config)
+
+
+def build_slack(runtime: Runtime) -> ChannelAdapter | None:
+    """Slack when its bot token is set, with the signing secret (HTTP events) or an app token
+    (Socket Mode)."""
+    settings = runtime.settings
+    token, secret, app_token = (
+        settings.slack_bot_token,
+        settings.slack_signing_secret,
+        settings.slack_app_token,
+    )
+    if token is None and secret is None and app_token is None:
+        return None
+    if token is None:
+        raise ConfigError("SLACK_BOT_TOKEN", "must be set to enable Slack")
+    if secret is None and app_token is None:
+        raise ConfigError(
+            "SLACK_SIGNING_SECRET",
+            "must be set with SLACK_BOT_TOKEN (or set SLACK_APP_TOKEN for Socket Mode)",
+        )
+    from adapters.slack import SlackChannel, SlackConfig
+    from core.salesdesk import SalesDesk
+
+    config = SlackConfig(
+        bot_token=token.get_secret_value(),
+        signing_secret=secret.get_secret_value() if secret else None,
+        app_token=app_token.get_secret_value() if app_token else None,
+        api_url=settings.slack_api_url,
+        sales_channel=settings.slack_sales_channel,
+    )
+    desk = SalesDesk(runtime.db, runtime.catalogue, settings.currency)
+    # Lead cards and their threads need the sales channel; admins use /esoteric either way.
+    return SlackChannel(
+        runtime.service, desk, config, handoffs=runtime.handoffs, admin=runtime.admin
+    )

@@ -8,15 +8,25 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from groq import AsyncGroq
 
+from bot.kb import knowledge_for_runtime
 from bot.settings import Settings
+from core.admin import AdminConfig, AdminService, summary_of_ingest
 from core.agent.base import Agent
+from core.agent.breaker import BreakerConfig, CircuitBreaker
+from core.agent.llm import LLMAgent, LLMConfig
 from core.agent.scripted import ScriptedAgent, ScriptedAgentConfig
 from core.catalogue import Catalogue, load_catalogue
 from core.conversation import ConversationService, ServiceConfig
 from core.errors import ConfigError
-from core.jobs import close_idle_sessions
+from core.handoff import HandoffConfig, HandoffService, TickReport
+from core.jobs import close_idle_sessions, run_handoff_timers
+from core.knowledge.answer import knowledge_lookup
+from core.knowledge.query import QueryExpander
+from core.knowledge.types import KnowledgeSearch
 from core.store.database import Database, create_database
 from core.store.schema import is_at_head, upgrade_to_head
 
@@ -34,9 +44,58 @@ class Runtime:
     scheduler: AsyncIOScheduler | None
     # The knowledge base, when one could be opened (None: running without retrieval).
     knowledge: Any | None = None
+    # Why there is no knowledge base, for /ready and the operator.
+    knowledge_problem: str | None = None
+    # The human handoff to the sales desk, and the admin commands (None: built by hand).
+    handoffs: HandoffService | None = None
+    admin: AdminService | None = None
 
     async def cleanup_sessions(self) -> int:
         return await close_idle_sessions(self.db, self.settings.session_idle_minutes)
+
+    async def handoff_timers(self) -> TickReport | None:
+        return await run_handoff_timers(self.handoffs) if self.handoffs is not None else None
+
+
+def build_handoff_and_admin(runtime: Runtime, stack: AsyncExitStack) -> None:
+    """The handoff service (its desk is attached when the Slack channel is built) and the admin
+    commands, both hooked into the turn pipeline."""
+    settings = runtime.settings
+    handoffs = HandoffService(
+        runtime.db,
+        runtime.service,
+        runtime.catalogue,
+        HandoffConfig(
+            sla_minutes=settings.handoff_sla_minutes,
+            idle_minutes=settings.handoff_idle_minutes,
+            hours=settings.hours(),
+            currency=settings.currency,
+        ),
+    )
+    knowledge = runtime.knowledge
+
+    async def reload_knowledge() -> str:
+        from core.knowledge.ingest import sync_bundled
+
+        assert knowledge is not None
+        report = await sync_bundled(knowledge)
+        if report is None:
+            return "The knowledge base is up to date: the bundled documents have not changed."
+        return summary_of_ingest(report.added, report.unchanged, report.removed)
+
+    admin = AdminService(
+        runtime.db,
+        runtime.service,
+        AdminConfig(
+            admins=frozenset(settings.admins),
+            idle_minutes=settings.session_idle_minutes,
+            broadcast_per_second=settings.broadcast_per_second,
+        ),
+        reload_knowledge=reload_knowledge if knowledge is not None else None,
+    )
+    stack.push_async_callback(admin.aclose)
+    runtime.service.handoff, runtime.service.admin = handoffs, admin
+    runtime.handoffs, runtime.admin = handoffs, admin
 
 
 async def prepare_database(settings: Settings, db: Database) -> None:
@@ -50,6 +109,46 @@ async def prepare_database(settings: Settings, db: Database) -> None:
         )
 
 
+def build_llm_agent(
+    settings: Settings,
+    stack: AsyncExitStack,
+    catalogue: Catalogue,
+    scripted: ScriptedAgent,
+    knowledge: KnowledgeSearch | None,
+) -> LLMAgent:
+    """The Groq agent, with the scripted agent as its fallback. The SDK's own retries are off:
+    the agent retries within the turn deadline, which the SDK's retry-after waits ignore."""
+    assert settings.groq_api_key is not None
+    timeout = settings.llm_request_timeout_seconds
+    client = AsyncGroq(
+        api_key=settings.groq_api_key.get_secret_value(),
+        base_url=settings.groq_base_url,
+        max_retries=0,
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+    )
+    stack.push_async_callback(client.close)
+    return LLMAgent(
+        client,
+        LLMConfig(
+            model=settings.llm_model,
+            turn_deadline_seconds=settings.llm_turn_deadline_seconds,
+            fallback_reserve_seconds=min(1.0, settings.llm_turn_deadline_seconds / 4),
+            max_retries=settings.llm_max_retries,
+            retry_backoff_seconds=settings.llm_retry_backoff_seconds,
+            max_tool_rounds=settings.llm_max_tool_rounds,
+            history_tokens=settings.llm_history_tokens,
+            currency=settings.currency,
+            max_emi_to_income=settings.max_emi_to_income,
+        ),
+        catalogue,
+        scripted,
+        knowledge,
+        CircuitBreaker(
+            BreakerConfig(settings.llm_breaker_failures, settings.llm_breaker_cooldown_seconds)
+        ),
+    )
+
+
 @asynccontextmanager
 async def open_runtime(settings: Settings, *, scheduler: bool = True) -> AsyncIterator[Runtime]:
     async with AsyncExitStack() as stack:
@@ -58,13 +157,27 @@ async def open_runtime(settings: Settings, *, scheduler: bool = True) -> AsyncIt
         await prepare_database(settings, db)
 
         catalogue = load_catalogue()
+        knowledge, knowledge_problem = await knowledge_for_runtime(settings)
+        if knowledge is not None:
+            stack.push_async_callback(knowledge.close)
         scripted = ScriptedAgent(
             catalogue,
             ScriptedAgentConfig(
                 currency=settings.currency, max_emi_to_income=settings.max_emi_to_income
             ),
+            knowledge=(
+                knowledge_lookup(
+                    knowledge,
+                    settings.knowledge_top_k,
+                    QueryExpander.for_catalogue(catalogue).expand,
+                )
+                if knowledge
+                else None
+            ),
         )
         agent: Agent = scripted
+        if settings.groq_api_key is not None:
+            agent = build_llm_agent(settings, stack, catalogue, scripted, knowledge=knowledge)
         service = ConversationService(
             db, agent, scripted, ServiceConfig(idle_minutes=settings.session_idle_minutes)
         )
@@ -72,6 +185,8 @@ async def open_runtime(settings: Settings, *, scheduler: bool = True) -> AsyncIt
 
         sched: AsyncIOScheduler | None = None
         runtime = Runtime(settings, db, catalogue, scripted, agent, service, None)
+        runtime.knowledge, runtime.knowledge_problem = knowledge, knowledge_problem
+        build_handoff_and_admin(runtime, stack)
         if scheduler:
             sched = AsyncIOScheduler(timezone="UTC")
             sched.add_job(
@@ -79,6 +194,14 @@ async def open_runtime(settings: Settings, *, scheduler: bool = True) -> AsyncIt
                 "interval",
                 minutes=settings.cleanup_interval_minutes,
                 id="close-idle-sessions",
+                max_instances=1,
+                coalesce=True,
+            )
+            sched.add_job(
+                runtime.handoff_timers,
+                "interval",
+                seconds=settings.handoff_check_seconds,
+                id="handoff-timers",
                 max_instances=1,
                 coalesce=True,
             )

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from core.errors import ConfigError
+from core.hours import BusinessHours
 
 DEFAULT_LLM_MODEL = "llama-3.3-70b-versatile"
 
@@ -35,9 +36,21 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
     chroma_url: str | None = None
     embedding_model_dir: Path | None = None
+    # Chunks scoring below this cosine similarity are not used as answers.
+    knowledge_min_score: float = Field(default=0.30, ge=0, le=1)
+    knowledge_top_k: int = Field(default=4, ge=1, le=50)
     groq_api_key: SecretStr | None = Field(default=None, validation_alias="GROQ_API_KEY")
     groq_base_url: str | None = Field(default=None, validation_alias="GROQ_BASE_URL")
     llm_model: str = DEFAULT_LLM_MODEL
+    # Every LLM turn ends within this many seconds, answered by the scripted agent if need be.
+    llm_turn_deadline_seconds: float = Field(default=20.0, gt=0, le=300)
+    llm_request_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+    llm_retry_backoff_seconds: float = Field(default=0.5, ge=0, le=30)
+    llm_max_tool_rounds: int = Field(default=4, ge=1, le=10)
+    llm_history_tokens: int = Field(default=1500, ge=100, le=100_000)
+    llm_breaker_failures: int = Field(default=3, ge=1, le=100)
+    llm_breaker_cooldown_seconds: float = Field(default=60.0, ge=0, le=3600)
     telegram_bot_token: SecretStr | None = Field(
         default=None, validation_alias="TELEGRAM_BOT_TOKEN"
     )
@@ -55,14 +68,33 @@ class Settings(BaseSettings):
     session_idle_minutes: int = Field(default=30, gt=0)
     cleanup_interval_minutes: int = Field(default=5, gt=0)
     handoff_sla_minutes: int = Field(default=10, gt=0)
+    # A claimed handoff with no message either way for this long goes back to the bot.
+    handoff_idle_minutes: int = Field(default=30, gt=0)
+    # How often the scheduler checks handoff timers (reminders, idle handoffs).
+    handoff_check_seconds: int = Field(default=60, ge=5, le=3600)
+    # When reps answer, like "Mon-Fri 09:30-18:00", in ESOTERIC_BUSINESS_TIMEZONE; unset: always.
+    business_hours: str | None = None
+    business_timezone: str = "UTC"
+    # Admin broadcasts: messages a second (Telegram allows about 30 overall).
+    broadcast_per_second: float = Field(default=20.0, gt=0, le=30)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Browser origins allowed to call the API (CORS); empty: no cross-origin access.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Requests (and WebSocket messages) each API key may make per minute.
+    rate_limit_per_minute: int = Field(default=120, ge=1, le=1_000_000)
+    # Largest request body (and WebSocket frame) accepted, in bytes.
+    max_body_bytes: int = Field(default=65_536, ge=1024, le=16 * 1024 * 1024)
+    # A key from ESOTERIC_API_KEYS that the chat page at / embeds for visitors: public by design,
+    # so give it its own rate limit budget. Unset: the page asks for a key.
+    web_chat_key: SecretStr | None = None
+    log_format: str = Field(default="text", pattern=r"^(text|json)$")
     currency: str = Field(default="INR", pattern=r"^[A-Z]{3}$")
     max_emi_to_income: Decimal | None = Field(default=None, gt=0, lt=1)
     log_level: str = "INFO"
 
-    @field_validator("admins", "api_keys", mode="before")
+    @field_validator("admins", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return _comma_list(value)
@@ -105,6 +137,35 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/") if not value.endswith("/api/") else value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin like https://shop.example.com")
+        return [origin.rstrip("/") for origin in value]
+
+    @model_validator(mode="after")
+    def _web_chat_key_is_an_api_key(self) -> Settings:
+        if self.web_chat_key is not None and self.web_chat_key.get_secret_value() not in {
+            key.get_secret_value() for key in self.api_keys
+        }:
+            raise ValueError("ESOTERIC_WEB_CHAT_KEY must be one of ESOTERIC_API_KEYS")
+        return self
+
+    @model_validator(mode="after")
+    def _business_hours(self) -> Settings:
+        self.hours()  # a bad ESOTERIC_BUSINESS_HOURS or timezone fails at startup
+        return self
+
+    def hours(self) -> BusinessHours | None:
+        if not self.business_hours:
+            return None
+        try:
+            return BusinessHours.parse(self.business_hours, self.business_timezone)
+        except ValueError as exc:
+            raise ValueError(f"ESOTERIC_BUSINESS_HOURS: {exc}") from None
 
     @model_validator(mode="after")
     def _webhook_needs_secret(self) -> Settings:

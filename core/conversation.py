@@ -16,20 +16,20 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from core.agent.base import Agent, AgentResult, StreamingAgent, TurnContext
 from core.agent.scripted import ScriptedAgent
 from core.errors import AgentError, StoreUnavailable
-from core.messages import MAX_TEXT_CHARS, Inbound, Reply, Target, parse_command, utcnow
+from core.messages import MAX_TEXT_CHARS, Command, Inbound, Reply, Target, parse_command, utcnow
 from core.ports import OutboundPort, StreamingPort
 from core.store import repository as repo
 from core.store import turns
 from core.store.database import Database
-from core.store.models import Conversation, ConversationStatus, MessageStatus
+from core.store.models import Conversation, ConversationStatus, MessageStatus, User
 from core.store.turns import TurnData
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,24 @@ class ServiceConfig:
     max_text_chars: int = MAX_TEXT_CHARS
     # Persona per channel: the sales team's Slack gets the internal assistant.
     personas: dict[str, str] = field(default_factory=lambda: {"slack": "sales"})
+
+
+class AdminHook(Protocol):
+    """Admin commands (core.admin.AdminService), routed before anything else but bans."""
+
+    def handles(self, name: str) -> bool: ...
+
+    async def run_command(
+        self, channel: str, sender_id: str, command: Command, chat_key: str
+    ) -> Reply: ...
+
+
+class HandoffHook(Protocol):
+    """The human handoff (core.handoff.HandoffService)."""
+
+    async def request(self, conversation_id: int, reason: str) -> int | None: ...
+
+    async def relay_from_customer(self, turn: TurnData) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,7 @@ class _Pending:
     future: asyncio.Future[TurnOutcome]
     inbound: Inbound | None = None
     live: _LiveReply | None = None
+    turn: TurnData | None = None
 
 
 class _LiveReply:
@@ -123,6 +142,8 @@ class Counters:
     dedup_hits: int = 0
     fallbacks: int = 0
     errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
@@ -147,11 +168,19 @@ class ConversationService:
         self._queues: dict[Key, _Queue] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self._closing = False
+        # Set by the composition root: admin commands, and the human handoff.
+        self.admin: AdminHook | None = None
+        self.handoff: HandoffHook | None = None
 
     # -- wiring ------------------------------------------------------------------------------
 
     def register_channel(self, name: str, port: OutboundPort) -> None:
         self.ports[name] = port
+
+    @property
+    def _history_limit(self) -> int:
+        # The scripted agent keeps its state in the conversation and reads no history.
+        return self.config.history_messages if self.agent is not self.scripted else 0
 
     @property
     def queued(self) -> int:
@@ -166,12 +195,19 @@ class ConversationService:
             raise StoreUnavailable("shutting down")
         key = inbound.key
         async with self._ingest_lock(key):
+            # With no turn running or queued for this conversation, the turn starts as soon as
+            # the message is stored, so read its data in the same transaction. Only on SQLite:
+            # there no other process can run a turn in between and make the read stale.
+            prefetch = (
+                self._history_limit if self.db.is_sqlite and key not in self._queues else None
+            )
             try:
                 recorded = await self.db.run(
                     turns.record_inbound,
                     inbound,
                     self.clock(),
                     timedelta(minutes=self.config.idle_minutes),
+                    prefetch,
                 )
             except IntegrityError:
                 # Another process stored the same event between our check and our insert.
@@ -184,7 +220,9 @@ class ConversationService:
                 )
                 return None
             # Enqueued before the ingest lock is released, so queue order is arrival order.
-            future = self._enqueue(key, recorded.message_id, recorded.welcome_back, inbound)
+            future = self._enqueue(
+                key, recorded.message_id, recorded.welcome_back, inbound, recorded.turn
+            )
         return await future
 
     @contextlib.asynccontextmanager
@@ -201,11 +239,16 @@ class ConversationService:
                 del self._ingest_locks[key]
 
     def _enqueue(
-        self, key: Key, message_id: int, welcome_back: bool, inbound: Inbound | None
+        self,
+        key: Key,
+        message_id: int,
+        welcome_back: bool,
+        inbound: Inbound | None,
+        turn: TurnData | None = None,
     ) -> asyncio.Future[TurnOutcome]:
         future: asyncio.Future[TurnOutcome] = asyncio.get_running_loop().create_future()
         queue = self._queues.setdefault(key, _Queue())
-        queue.items.append(_Pending(message_id, welcome_back, future, inbound))
+        queue.items.append(_Pending(message_id, welcome_back, future, inbound, turn=turn))
         if queue.worker is None:
             queue.worker = asyncio.create_task(self._drain(key, queue), name=f"turns:{key}")
             self._workers.add(queue.worker)
@@ -241,7 +284,9 @@ class ConversationService:
 
     async def _turn(self, pending: _Pending) -> TurnOutcome:
         started = time.perf_counter()
-        turn = await self.db.run(turns.load_turn, pending.message_id, self.config.history_messages)
+        turn = pending.turn or await self.db.run(
+            turns.load_turn, pending.message_id, self._history_limit
+        )
         if turn is None:
             raise LookupError(f"message {pending.message_id} vanished")
         if turn.message_status != MessageStatus.RECEIVED:
@@ -262,6 +307,8 @@ class ConversationService:
             await self._finish_stream(pending.live, result, reply_id)
         elif result is not None and port is not None:
             await self._deliver(port, target, result.reply, reply_id)
+        if result is not None and (result.wants_human or result.lead is not None):
+            await self._request_handoff(turn.conversation_id, result)
         self.counters.turns += 1
         self.counters.latencies.append(time.perf_counter() - started)
         return TurnOutcome(
@@ -288,12 +335,24 @@ class ConversationService:
         self, turn: TurnData, pending: _Pending, port: OutboundPort | None, target: Target
     ) -> AgentResult | None:
         if turn.user_banned:
-            return None
-        if turn.paused or turn.conversation_status == ConversationStatus.HANDOFF:
-            return None
+            return None  # stored, never answered, and no LLM call
         state = turn.state
         inbound = pending.inbound
         command = inbound.command if inbound is not None else parse_command(turn.text)
+        if command is not None and self.admin is not None and self.admin.handles(command.name):
+            # Before the pause checks: a paused bot must still take "resume".
+            reply = await self.admin.run_command(
+                turn.channel, turn.user_external_id or "", command, turn.chat_key
+            )
+            return AgentResult(reply, state, meta={"admin": command.name})
+        if turn.paused or turn.bot_paused:
+            return None
+        if turn.conversation_status == ConversationStatus.HANDOFF and (
+            self.handoff is None or await self.handoff.relay_from_customer(turn)
+        ):
+            return None
+        if command is not None and command.name in ("subscribe", "unsubscribe"):
+            return await self._opt_in(turn, command.name == "subscribe")
         if len(turn.text) > self.config.max_text_chars:
             return AgentResult(
                 Reply(
@@ -392,6 +451,34 @@ class ConversationService:
         if reply_id is not None:
             await self.db.run(turns.set_delivery, reply_id, status)
 
+    async def _request_handoff(self, conversation_id: int, result: AgentResult) -> None:
+        """The customer asked for a person or left a lead: open a handoff. The reply is already
+        out, so a failure here is logged; a handoff stored without its card is posted by the
+        handoff timer."""
+        if self.handoff is None:
+            return
+        reason = "human" if result.wants_human else "lead"
+        try:
+            await self.handoff.request(conversation_id, reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("handoff not opened", extra={"conversation_id": conversation_id})
+
+    async def _opt_in(self, turn: TurnData, on: bool) -> AgentResult:
+        """/subscribe and /unsubscribe: whether admin broadcasts reach this customer."""
+        if turn.user_id is not None:
+            async with self.db.transaction() as session:
+                await session.execute(
+                    update(User).where(User.id == turn.user_id).values(broadcast_opt_in=on)
+                )
+        text = (
+            "Done: you'll receive our occasional announcements. Send /unsubscribe to stop."
+            if on
+            else "Done: you won't receive announcements any more. Send /subscribe to resume."
+        )
+        return AgentResult(Reply(text), turn.state)
+
     def _customer_command(self, name: str, state: dict[str, Any]) -> AgentResult | None:
         if name == "start":
             return AgentResult(self.scripted.greeting(), {"stage": "need"})
@@ -422,6 +509,8 @@ class ConversationService:
         else:
             meta = dict(result.meta)
             meta.setdefault("latency_ms", round((time.perf_counter() - started) * 1000, 2))
+            self.counters.prompt_tokens += int(meta.get("prompt_tokens") or 0)
+            self.counters.completion_tokens += int(meta.get("completion_tokens") or 0)
             if result.reply.citations:
                 meta["citations"] = [c.as_dict() for c in result.reply.citations]
             if result.reply.choices:

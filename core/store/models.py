@@ -181,3 +181,88 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(160))
     outcome: Mapped[str] = mapped_column(String(16))  # ok / refused / failed
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ApiSession(Base):
+    """A web chat session: its id is the web channel's chat key, bound to the API key that
+    created it (only a hash of the key is stored)."""
+
+    __tablename__ = "api_sessions"
+    __table_args__ = (Index("ix_api_sessions_key_hash", "key_hash"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+
+class HandoffStatus:
+    WAITING = "waiting"  # the lead card is out; no rep has claimed it yet
+    CLAIMED = "claimed"  # a rep has the conversation; the bot is silent
+    RELEASED = "released"  # the rep handed it back to the bot
+    RETURNED = "returned"  # idle past the limit: handed back to the bot by the scheduler
+    OPEN = (WAITING, CLAIMED)
+
+
+class Handoff(Base):
+    """One request for a human on one conversation. Its timers are columns, so a restart
+    loses none of them: the scheduler compares them with the clock."""
+
+    __tablename__ = "handoffs"
+    __table_args__ = (
+        # At most one open handoff per conversation; ended ones are history.
+        Index(
+            "uq_handoffs_open_conversation",
+            "conversation_id",
+            unique=True,
+            sqlite_where=text("status IN ('waiting', 'claimed')"),
+            postgresql_where=text("status IN ('waiting', 'claimed')"),
+        ),
+        Index("ix_handoffs_card", "card_channel", "card_ts"),
+        Index("ix_handoffs_status_due", "status", "sla_due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id", ondelete="SET NULL"))
+    reason: Mapped[str] = mapped_column(String(16))  # human / lead
+    status: Mapped[str] = mapped_column(String(16), default=HandoffStatus.WAITING)
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Where the lead card is: the sales channel and the card message's ts (its thread).
+    card_channel: Mapped[str | None] = mapped_column(String(64))
+    card_ts: Mapped[str | None] = mapped_column(String(32))
+    assigned_to: Mapped[str | None] = mapped_column(String(64))
+    assigned_name: Mapped[str | None] = mapped_column(String(256))
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    sla_due_at: Mapped[datetime] = mapped_column()
+    reminded_at: Mapped[datetime | None] = mapped_column()
+    last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+    ended_by: Mapped[str | None] = mapped_column(String(160))
+
+
+class BotFlag(Base):
+    """Bot-wide switches an admin sets (``paused``); a row present means the flag is on."""
+
+    __tablename__ = "bot_flags"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(160))
+
+
+class Broadcast(Base):
+    """A message to every opted-in customer: drafted by a dry run, sent once on confirmation."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(160))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="draft")  # draft / sending / sent
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+    sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    finished_at: Mapped[datetime | None] = mapped_column()

@@ -9,15 +9,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.agent.base import HistoryItem, LeadDraft
 from core.messages import Inbound
-from core.store.models import Conversation, ConversationStatus, Lead, Message, MessageStatus, User
+from core.store.models import (
+    BotFlag,
+    Conversation,
+    ConversationStatus,
+    Lead,
+    Message,
+    MessageStatus,
+    User,
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,8 @@ class Recorded:
     message_id: int
     conversation_id: int
     welcome_back: bool
+    # The turn's data read in the same transaction, when the caller asked for it.
+    turn: TurnData | None = None
 
 
 @dataclass(frozen=True)
@@ -48,14 +58,36 @@ class TurnData:
     user_name: str | None
     user_phone: str | None
     history: tuple[HistoryItem, ...]
+    # The user's id on their channel (telegram:<this>), for admin checks and the audit log.
+    user_external_id: str | None = None
+    # An admin paused the whole bot: store messages, answer none (bot_flags row "paused").
+    bot_paused: bool = False
 
 
-def _upsert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+# Statements that run on every message are built once, on the tables rather than the mapped
+# classes, and execute on the session's Core connection: through the ORM the same statements
+# cost several times the CPU of the SQL itself.
+_users = cast(Table, User.__table__)
+_conversations = cast(Table, Conversation.__table__)
+_messages = cast(Table, Message.__table__)
 
 
-# Statements that run on every message are built once. They execute on the session's Core
-# connection: through the ORM session the same UPDATE costs ten times the CPU.
+def _user_upsert(dialect: Any) -> Any:
+    insert_fn = postgresql.insert if dialect is postgresql else sqlite.insert
+    stmt = insert_fn(_users)
+    return stmt.on_conflict_do_update(
+        index_elements=["channel", "external_id"],
+        set_={
+            "last_seen_at": stmt.excluded.last_seen_at,
+            "display_name": func.coalesce(stmt.excluded.display_name, _users.c.display_name),
+            "phone": func.coalesce(stmt.excluded.phone, _users.c.phone),
+        },
+    ).returning(_users.c.id)
+
+
+# One statement whether the user is new or known; safe when two processes race.
+_UPSERT_USER = {"postgresql": _user_upsert(postgresql), "sqlite": _user_upsert(sqlite)}
+_INSERT_CONVERSATION = insert(_conversations).returning(_conversations.c.id)
 _FIND_EVENT = select(Message.id).where(
     Message.channel == bindparam("channel"), Message.platform_event_id == bindparam("event_id")
 )
@@ -78,13 +110,19 @@ _CLAIM = (
     .values(status=bindparam("new_status"), answered_at=bindparam("now"))
 )
 _SET_STATUS = update(Message).where(Message.id == bindparam("mid")).values(status=bindparam("st"))
-_INSERT_MESSAGE = insert(Message).returning(Message.id)
+_INSERT_MESSAGE = insert(_messages).returning(_messages.c.id)
 
 
 def record_inbound(
-    session: Session, inbound: Inbound, now: datetime, idle_after: timedelta
+    session: Session,
+    inbound: Inbound,
+    now: datetime,
+    idle_after: timedelta,
+    prefetch_history: int | None = None,
 ) -> Recorded | None:
-    """Store an inbound message with its user and conversation; ``None`` for a duplicate."""
+    """Store an inbound message with its user and conversation; ``None`` for a duplicate.
+    With ``prefetch_history`` (a history length), also read the turn's data in the same
+    transaction, saving the turn a round trip when it starts right away."""
     conn = session.connection()
     if (
         inbound.event_id is not None
@@ -94,26 +132,18 @@ def record_inbound(
         is not None
     ):
         return None
-    changes: dict[str, Any] = {"last_seen_at": now}
-    if inbound.sender_name:
-        changes["display_name"] = inbound.sender_name
-    if inbound.contact_phone:
-        changes["phone"] = inbound.contact_phone
-    # One statement whether the user is new or known; safe when two processes race.
     user_id = conn.execute(
-        _upsert(conn)(User)
-        .values(
-            channel=inbound.channel,
-            external_id=inbound.sender_id,
-            display_name=inbound.sender_name,
-            phone=inbound.contact_phone,
-            created_at=now,
-            last_seen_at=now,
-            broadcast_opt_in=False,
-            banned=False,
-        )
-        .on_conflict_do_update(index_elements=["channel", "external_id"], set_=changes)
-        .returning(User.id)
+        _UPSERT_USER[conn.dialect.name],
+        {
+            "channel": inbound.channel,
+            "external_id": inbound.sender_id,
+            "display_name": inbound.sender_name,
+            "phone": inbound.contact_phone,
+            "created_at": now,
+            "last_seen_at": now,
+            "broadcast_opt_in": False,
+            "banned": False,
+        },
     ).scalar_one()
     key = {"channel": inbound.channel, "chat_key": inbound.chat_key, "thread": inbound.thread}
     row = conn.execute(_OPEN_CONVERSATION, key).first()
@@ -145,19 +175,22 @@ def record_inbound(
             ).scalar()
             welcome_back = last_reason == "idle"
         conversation_id = conn.execute(
-            insert(Conversation)
-            .values(
-                channel=inbound.channel,
-                chat_key=inbound.chat_key,
-                thread=inbound.thread,
-                user_id=user_id,
-                status=ConversationStatus.ACTIVE,
-                started_at=now,
-                last_activity_at=now,
-                state={},
-                paused=False,
-            )
-            .returning(Conversation.id)
+            _INSERT_CONVERSATION,
+            {
+                "channel": inbound.channel,
+                "chat_key": inbound.chat_key,
+                "thread": inbound.thread,
+                "user_id": user_id,
+                "status": ConversationStatus.ACTIVE,
+                "started_at": now,
+                "last_activity_at": now,
+                "closed_at": None,
+                "close_reason": None,
+                "state": {},
+                "summary": None,
+                "paused": False,
+                "assigned_to": None,
+            },
         ).scalar_one()
     meta: dict[str, Any] = {}
     if inbound.command is not None:
@@ -184,7 +217,10 @@ def record_inbound(
             "reply_to_id": None,
         },
     ).scalar_one()
-    return Recorded(message_id, conversation_id, welcome_back)
+    turn = (
+        load_turn(session, message_id, prefetch_history) if prefetch_history is not None else None
+    )
+    return Recorded(message_id, conversation_id, welcome_back, turn)
 
 
 _TURN = (
@@ -205,6 +241,8 @@ _TURN = (
         User.banned,
         User.display_name,
         User.phone,
+        User.external_id,
+        select(BotFlag.key).where(BotFlag.key == "paused").scalar_subquery().label("bot_paused"),
     )
     .join(Conversation, Conversation.id == Message.conversation_id)
     .outerjoin(User, User.id == Conversation.user_id)
@@ -223,9 +261,12 @@ def load_turn(session: Session, message_id: int, history_limit: int) -> TurnData
     row = conn.execute(_TURN, {"mid": message_id}).first()
     if row is None:
         return None
-    earlier = conn.execute(
-        _HISTORY, {"cid": row.cid, "mid": message_id, "limit": history_limit}
-    ).all()
+    # The scripted agent keeps its own state and reads no history: skip the query for it.
+    earlier = (
+        conn.execute(_HISTORY, {"cid": row.cid, "mid": message_id, "limit": history_limit}).all()
+        if history_limit > 0
+        else []
+    )
     history = tuple(
         HistoryItem("user" if d == "in" else "human" if a.startswith("human:") else "assistant", t)
         for d, a, t in reversed(earlier)
@@ -248,6 +289,8 @@ def load_turn(session: Session, message_id: int, history_limit: int) -> TurnData
         user_name=row.display_name,
         user_phone=row.phone,
         history=history,
+        user_external_id=row.external_id,
+        bot_paused=row.bot_paused is not None,
     )
 
 

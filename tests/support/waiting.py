@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import Callable
 
 
-async def wait_until(condition: Callable[[], bool], limit: float = 10.0,
-                     what: str = "condition") -> None:
+async def wait_until(
+    condition: Callable[[], bool], limit: float = 10.0, what: str = "condition"
+) -> None:
     """Poll ``condition`` until true; fail clearly after ``limit`` seconds (a hang, not a
     speed check)."""
     async with asyncio.timeout(limit):
