@@ -87,6 +87,8 @@ async def main() -> None:
         url = args.database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
         db = create_database(url)
         await upgrade_to_head(db)
+        # As the runtime does: SQLite's log is checkpointed beside the turns, not on them.
+        checkpoints = asyncio.create_task(db.keep_checkpointing())
         scripted = ScriptedAgent(load_catalogue())
         service = ConversationService(db, scripted, scripted)
         port = CountingPort()
@@ -105,6 +107,7 @@ async def main() -> None:
         light: list[float] = []
         await conversation(service, args.conversations, args.light_messages, light)
         await service.aclose()
+        checkpoints.cancel()
         await db.dispose()
 
     turns = len(loaded)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -149,11 +151,20 @@ def build_llm_agent(
     )
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 @asynccontextmanager
 async def open_runtime(settings: Settings, *, scheduler: bool = True) -> AsyncIterator[Runtime]:
     async with AsyncExitStack() as stack:
         db = create_database(settings.resolved_database_url)
         stack.push_async_callback(db.dispose)
+        if db.is_sqlite:
+            checkpoints = asyncio.create_task(db.keep_checkpointing(), name="sqlite-checkpoints")
+            stack.push_async_callback(_cancel, checkpoints)
         await prepare_database(settings, db)
 
         catalogue = load_catalogue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -44,7 +45,7 @@ def _sqlite_file(url: URL) -> Path | None:
     return None
 
 
-def _sqlite_listeners(sync_engine: Engine, busy_timeout_ms: int) -> None:
+def _sqlite_listeners(sync_engine: Engine, busy_timeout_ms: int, hot_path: bool = False) -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take over transaction control from the driver so that BEGIN IMMEDIATE below applies.
@@ -56,6 +57,10 @@ def _sqlite_listeners(sync_engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA mmap_size=268435456")
         cursor.execute("PRAGMA cache_size=-32000")
+        if hot_path:
+            # A checkpoint fsyncs; on the turn path it stalls every turn queued behind it.
+            # Database.checkpoint runs it beside the turns instead.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
@@ -68,6 +73,11 @@ def _sqlite_listeners(sync_engine: Engine, busy_timeout_ms: int) -> None:
 def _translate(exc: Exception) -> Exception:
     if isinstance(exc, OperationalError):
         return StoreUnavailable(f"database unavailable: {exc.orig}")
+    # The turn path talks to sqlite3 directly; its errors get the same meaning.
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreUnavailable(f"database unavailable: {exc}")
+    if isinstance(exc, sqlite3.IntegrityError):
+        return IntegrityError(None, None, exc)
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return StoreUnavailable("database connection lost")
     if isinstance(exc, OSError | ConnectionError):
@@ -117,7 +127,7 @@ class Database:
                 return await asyncio.get_running_loop().run_in_executor(self.executor, call)
             async with self.sessions() as session, session.begin():
                 return await session.run_sync(lambda s: fn(s, *args, **kwargs))
-        except (DBAPIError, OSError, ConnectionError) as exc:
+        except (DBAPIError, sqlite3.Error, OSError, ConnectionError) as exc:
             translated = _translate(exc)
             if translated is exc:
                 raise
@@ -127,6 +137,30 @@ class Database:
         assert self.sync_sessions is not None
         with self.sync_sessions() as session, session.begin():
             return fn(session, *args, **kwargs)
+
+    def checkpoint(self) -> None:
+        """Fold SQLite's write-ahead log back into the database file, on a connection of its
+        own so turns go on meanwhile (PASSIVE never blocks writers). Call it off the event loop,
+        every few seconds: the turn path's connection never checkpoints by itself."""
+        if self.sync_sessions is None:
+            return
+        url = self.sync_sessions.kw["bind"].url
+        if not url.database or url.database == ":memory:":
+            return
+        connection = sqlite3.connect(url.database, timeout=1)
+        try:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            connection.close()
+
+    async def keep_checkpointing(self, every: float = 2.0) -> None:
+        """Run ``checkpoint`` every ``every`` seconds until cancelled (SQLite only)."""
+        while self.sync_sessions is not None:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.to_thread(self.checkpoint)
+            except sqlite3.Error as exc:
+                log.warning("SQLite checkpoint skipped: %s", exc)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -163,7 +197,7 @@ def create_database(
         poolclass=SingletonThreadPool,
         connect_args={"timeout": busy_timeout_ms / 1000},
     )
-    _sqlite_listeners(sync_engine, busy_timeout_ms)
+    _sqlite_listeners(sync_engine, busy_timeout_ms, hot_path=True)
     return Database(
         engine,
         async_sessionmaker(engine, expire_on_commit=False),

@@ -1,28 +1,25 @@
 """The turn pipeline's own queries, as plain synchronous functions over one session.
 
 ``Database.run`` executes each as one transaction (on the SQLite database thread, or through the
-async engine on Postgres). They use Core statements: these run on every message, and ORM
-identity-map bookkeeping would cost more than the SQL itself.
+async engine on Postgres). They run on every message, so they are written as SQL that both
+databases speak (see ``_Statements``); the rest of the store uses the ORM.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, cast
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import insert, text, update
 from sqlalchemy.orm import Session
 
 from core.agent.base import HistoryItem, LeadDraft
 from core.messages import Inbound
 from core.store.models import (
-    BotFlag,
-    Conversation,
     ConversationStatus,
     Lead,
-    Message,
     MessageStatus,
     User,
 )
@@ -64,53 +61,67 @@ class TurnData:
     bot_paused: bool = False
 
 
-# Statements that run on every message are built once, on the tables rather than the mapped
-# classes, and execute on the session's Core connection: through the ORM the same statements
-# cost several times the CPU of the SQL itself.
-_users = cast(Table, User.__table__)
-_conversations = cast(Table, Conversation.__table__)
-_messages = cast(Table, Message.__table__)
-
-
-def _user_upsert(dialect: Any) -> Any:
-    insert_fn = postgresql.insert if dialect is postgresql else sqlite.insert
-    stmt = insert_fn(_users)
-    return stmt.on_conflict_do_update(
-        index_elements=["channel", "external_id"],
-        set_={
-            "last_seen_at": stmt.excluded.last_seen_at,
-            "display_name": func.coalesce(stmt.excluded.display_name, _users.c.display_name),
-            "phone": func.coalesce(stmt.excluded.phone, _users.c.phone),
-        },
-    ).returning(_users.c.id)
-
-
 # One statement whether the user is new or known; safe when two processes race.
-_UPSERT_USER = {"postgresql": _user_upsert(postgresql), "sqlite": _user_upsert(sqlite)}
-_INSERT_CONVERSATION = insert(_conversations).returning(_conversations.c.id)
-_FIND_EVENT = select(Message.id).where(
-    Message.channel == bindparam("channel"), Message.platform_event_id == bindparam("event_id")
+_UPSERT_USER_SQL = (
+    "INSERT INTO users (channel, external_id, display_name, phone, created_at, last_seen_at,"
+    " broadcast_opt_in, banned)"
+    " VALUES (:channel, :external_id, :display_name, :phone, :now, :now, false, false)"
+    " ON CONFLICT (channel, external_id) DO UPDATE SET last_seen_at = excluded.last_seen_at,"
+    " display_name = COALESCE(excluded.display_name, users.display_name),"
+    " phone = COALESCE(excluded.phone, users.phone)"
+    " RETURNING id"
 )
-_OPEN_CONVERSATION = select(
-    Conversation.id, Conversation.status, Conversation.last_activity_at
-).where(
-    Conversation.channel == bindparam("channel"),
-    Conversation.chat_key == bindparam("chat_key"),
-    Conversation.thread == bindparam("thread"),
-    Conversation.status != ConversationStatus.CLOSED,
-)
-_TOUCH = (
-    update(Conversation)
-    .where(Conversation.id == bindparam("cid"))
-    .values(last_activity_at=bindparam("now"))
-)
-_CLAIM = (
-    update(Message)
-    .where(Message.id == bindparam("mid"), Message.status == MessageStatus.RECEIVED)
-    .values(status=bindparam("new_status"), answered_at=bindparam("now"))
-)
-_SET_STATUS = update(Message).where(Message.id == bindparam("mid")).values(status=bindparam("st"))
-_INSERT_MESSAGE = insert(_messages).returning(_messages.c.id)
+
+
+class _Statements:
+    """Runs the hot path's SQL, one text for both databases (``:name`` parameters).
+
+    On SQLite it goes straight to the stdlib driver inside the transaction SQLAlchemy began:
+    these few statements run on every message, and SQLAlchemy's per-statement work cost ten
+    times SQLite's own. Values are stored exactly as the SQLAlchemy types store them (UTC
+    timestamps as ISO text, JSON as text), so the ORM reads these rows unchanged."""
+
+    def __init__(self, session: Session) -> None:
+        self.conn = session.connection()
+        self.raw: Any = (
+            self.conn.connection.driver_connection if self.conn.dialect.name == "sqlite" else None
+        )
+
+    def run(self, sql: str, params: dict[str, Any]) -> Any:
+        if self.raw is not None:
+            return self.raw.execute(sql, {k: _to_sqlite(v) for k, v in params.items()})
+        return self.conn.execute(text(sql), {k: _to_postgres(v) for k, v in params.items()})
+
+    def one(self, sql: str, params: dict[str, Any]) -> Any:
+        return self.run(sql, params).fetchone()
+
+    def changed(self, sql: str, params: dict[str, Any]) -> int:
+        return int(self.run(sql, params).rowcount or 0)
+
+
+def _to_sqlite(value: Any) -> Any:
+    if isinstance(value, datetime):
+        # SQLAlchemy's SQLite DATETIME format; every stored time is UTC.
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return value
+
+
+def _to_postgres(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, dict | list) else value
+
+
+def _when(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        value = json.loads(value)
+    return dict(value or {})
 
 
 def record_inbound(
@@ -123,75 +134,59 @@ def record_inbound(
     """Store an inbound message with its user and conversation; ``None`` for a duplicate.
     With ``prefetch_history`` (a history length), also read the turn's data in the same
     transaction, saving the turn a round trip when it starts right away."""
-    conn = session.connection()
-    if (
-        inbound.event_id is not None
-        and conn.execute(
-            _FIND_EVENT, {"channel": inbound.channel, "event_id": inbound.event_id}
-        ).first()
-        is not None
+    q = _Statements(session)
+    if inbound.event_id is not None and q.one(
+        "SELECT id FROM messages WHERE channel = :channel AND platform_event_id = :event_id",
+        {"channel": inbound.channel, "event_id": inbound.event_id},
     ):
         return None
-    user_id = conn.execute(
-        _UPSERT_USER[conn.dialect.name],
+    user_id = q.one(
+        _UPSERT_USER_SQL,
         {
             "channel": inbound.channel,
             "external_id": inbound.sender_id,
             "display_name": inbound.sender_name,
             "phone": inbound.contact_phone,
-            "created_at": now,
-            "last_seen_at": now,
-            "broadcast_opt_in": False,
-            "banned": False,
+            "now": now,
         },
-    ).scalar_one()
+    )[0]
     key = {"channel": inbound.channel, "chat_key": inbound.chat_key, "thread": inbound.thread}
-    row = conn.execute(_OPEN_CONVERSATION, key).first()
+    row = q.one(
+        "SELECT id, status, last_activity_at FROM conversations WHERE channel = :channel"
+        " AND chat_key = :chat_key AND thread = :thread AND status != 'closed'",
+        key,
+    )
     welcome_back = False
     conversation_id: int | None = None
     if row is not None:
-        conversation_id = row.id
-        if row.status == ConversationStatus.ACTIVE and now - row.last_activity_at > idle_after:
+        conversation_id = row[0]
+        if row[1] == ConversationStatus.ACTIVE and now - _when(row[2]) > idle_after:
             # Idle past the limit but not yet swept by the cleanup job: close it the same way.
-            conn.execute(
-                update(Conversation)
-                .where(Conversation.id == row.id)
-                .values(status=ConversationStatus.CLOSED, closed_at=now, close_reason="idle")
+            q.run(
+                "UPDATE conversations SET status = 'closed', closed_at = :now,"
+                " close_reason = 'idle' WHERE id = :cid",
+                {"now": now, "cid": row[0]},
             )
             conversation_id, welcome_back = None, True
         else:
-            conn.execute(_TOUCH, {"cid": row.id, "now": now})
+            q.run(
+                "UPDATE conversations SET last_activity_at = :now WHERE id = :cid",
+                {"now": now, "cid": row[0]},
+            )
     if conversation_id is None:
         if not welcome_back:
-            last_reason = conn.execute(
-                select(Conversation.close_reason)
-                .where(
-                    Conversation.channel == inbound.channel,
-                    Conversation.chat_key == inbound.chat_key,
-                    Conversation.thread == inbound.thread,
-                )
-                .order_by(Conversation.id.desc())
-                .limit(1)
-            ).scalar()
-            welcome_back = last_reason == "idle"
-        conversation_id = conn.execute(
-            _INSERT_CONVERSATION,
-            {
-                "channel": inbound.channel,
-                "chat_key": inbound.chat_key,
-                "thread": inbound.thread,
-                "user_id": user_id,
-                "status": ConversationStatus.ACTIVE,
-                "started_at": now,
-                "last_activity_at": now,
-                "closed_at": None,
-                "close_reason": None,
-                "state": {},
-                "summary": None,
-                "paused": False,
-                "assigned_to": None,
-            },
-        ).scalar_one()
+            last = q.one(
+                "SELECT close_reason FROM conversations WHERE channel = :channel"
+                " AND chat_key = :chat_key AND thread = :thread ORDER BY id DESC LIMIT 1",
+                key,
+            )
+            welcome_back = last is not None and last[0] == "idle"
+        conversation_id = q.one(
+            "INSERT INTO conversations (channel, chat_key, thread, user_id, status, started_at,"
+            " last_activity_at, state, paused) VALUES (:channel, :chat_key, :thread, :user_id,"
+            " 'active', :now, :now, :state, false) RETURNING id",
+            {**key, "user_id": user_id, "now": now, "state": {}},
+        )[0]
     meta: dict[str, Any] = {}
     if inbound.command is not None:
         meta["command"] = inbound.command.name
@@ -201,69 +196,47 @@ def record_inbound(
         meta["contact_shared"] = True
     if inbound.extra:
         meta["extra"] = dict(inbound.extra)
-    message_id = conn.execute(
-        _INSERT_MESSAGE,
+    message_id = q.one(
+        "INSERT INTO messages (conversation_id, channel, direction, author, text,"
+        " platform_event_id, status, created_at, meta) VALUES (:cid, :channel, 'in', :author,"
+        " :text, :event_id, 'received', :now, :meta) RETURNING id",
         {
-            "conversation_id": conversation_id,
+            "cid": conversation_id,
             "channel": inbound.channel,
-            "direction": "in",
             "author": f"user:{user_id}",
             "text": inbound.text,
-            "platform_event_id": inbound.event_id,
-            "status": MessageStatus.RECEIVED,
-            "created_at": now,
+            "event_id": inbound.event_id,
+            "now": now,
             "meta": meta,
-            "answered_at": None,
-            "reply_to_id": None,
         },
-    ).scalar_one()
+    )[0]
     turn = (
         load_turn(session, message_id, prefetch_history) if prefetch_history is not None else None
     )
     return Recorded(message_id, conversation_id, welcome_back, turn)
 
 
-_TURN = (
-    select(
-        Message.id,
-        Message.status,
-        Message.text,
-        Message.meta,
-        Conversation.id.label("cid"),
-        Conversation.channel,
-        Conversation.chat_key,
-        Conversation.thread,
-        Conversation.status.label("conversation_status"),
-        Conversation.paused,
-        Conversation.state,
-        Conversation.summary,
-        Conversation.user_id,
-        User.banned,
-        User.display_name,
-        User.phone,
-        User.external_id,
-        select(BotFlag.key).where(BotFlag.key == "paused").scalar_subquery().label("bot_paused"),
-    )
-    .join(Conversation, Conversation.id == Message.conversation_id)
-    .outerjoin(User, User.id == Conversation.user_id)
-    .where(Message.id == bindparam("mid"))
-)
-_HISTORY = (
-    select(Message.direction, Message.author, Message.text)
-    .where(Message.conversation_id == bindparam("cid"), Message.id < bindparam("mid"))
-    .order_by(Message.id.desc())
-    .limit(bindparam("limit"))
+_TURN_SQL = (
+    "SELECT m.id, m.status, m.text, m.meta, c.id, c.channel, c.chat_key, c.thread, c.status,"
+    " c.paused, c.state, c.summary, c.user_id, u.banned, u.display_name, u.phone,"
+    " u.external_id, (SELECT key FROM bot_flags WHERE key = 'paused')"
+    " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+    " LEFT JOIN users u ON u.id = c.user_id WHERE m.id = :mid"
 )
 
 
 def load_turn(session: Session, message_id: int, history_limit: int) -> TurnData | None:
-    conn = session.connection()
-    row = conn.execute(_TURN, {"mid": message_id}).first()
+    q = _Statements(session)
+    row = q.one(_TURN_SQL, {"mid": message_id})
     if row is None:
         return None
     # The scripted agent keeps its own state and reads no history: skip the query for it.
     earlier = (
-        conn.execute(_HISTORY, {"cid": row.cid, "mid": message_id, "limit": history_limit}).all()
+        q.run(
+            "SELECT direction, author, text FROM messages WHERE conversation_id = :cid"
+            " AND id < :mid ORDER BY id DESC LIMIT :limit",
+            {"cid": row[4], "mid": message_id, "limit": history_limit},
+        ).fetchall()
         if history_limit > 0
         else []
     )
@@ -272,25 +245,25 @@ def load_turn(session: Session, message_id: int, history_limit: int) -> TurnData
         for d, a, t in reversed(earlier)
     )
     return TurnData(
-        message_id=row.id,
-        message_status=row.status,
-        text=row.text,
-        meta=dict(row.meta or {}),
-        conversation_id=row.cid,
-        channel=row.channel,
-        chat_key=row.chat_key,
-        thread=row.thread,
-        conversation_status=row.conversation_status,
-        paused=bool(row.paused),
-        state=dict(row.state or {}),
-        summary=row.summary,
-        user_id=row.user_id,
-        user_banned=bool(row.banned),
-        user_name=row.display_name,
-        user_phone=row.phone,
+        message_id=row[0],
+        message_status=row[1],
+        text=row[2],
+        meta=_json(row[3]),
+        conversation_id=row[4],
+        channel=row[5],
+        chat_key=row[6],
+        thread=row[7],
+        conversation_status=row[8],
+        paused=bool(row[9]),
+        state=_json(row[10]),
+        summary=row[11],
+        user_id=row[12],
+        user_banned=bool(row[13]),
+        user_name=row[14],
+        user_phone=row[15],
         history=history,
-        user_external_id=row.external_id,
-        bot_paused=row.bot_paused is not None,
+        user_external_id=row[16],
+        bot_paused=row[17] is not None,
     )
 
 
@@ -309,26 +282,33 @@ class Answer:
 def persist_turn(session: Session, turn: TurnData, answer: Answer, now: datetime) -> int | None:
     """Mark the inbound answered and store the reply, once: ``None`` when another process got
     there first or when the turn has no reply."""
-    conn = session.connection()
-    claimed = conn.execute(
-        _CLAIM,
+    q = _Statements(session)
+    conn = q.conn
+    claimed = q.changed(
+        "UPDATE messages SET status = :status, answered_at = :now"
+        " WHERE id = :mid AND status = 'received'",
         {
             "mid": turn.message_id,
             "now": now,
-            "new_status": MessageStatus.IGNORED if answer.text is None else MessageStatus.ANSWERED,
+            "status": MessageStatus.IGNORED if answer.text is None else MessageStatus.ANSWERED,
         },
     )
-    if not getattr(claimed, "rowcount", 0) or answer.text is None:
+    if not claimed or answer.text is None:
         return None
-    values: dict[str, Any] = {"state": answer.state, "last_activity_at": now}
-    if answer.summary is not None:
-        values["summary"] = answer.summary
-    if answer.close_reason is not None:
-        values.update(
-            status=ConversationStatus.CLOSED, closed_at=now, close_reason=answer.close_reason
-        )
-    conn.execute(
-        update(Conversation).where(Conversation.id == turn.conversation_id).values(**values)
+    q.run(
+        "UPDATE conversations SET state = :state, last_activity_at = :now,"
+        " summary = COALESCE(:summary, summary),"
+        " status = COALESCE(:close_status, status), closed_at = COALESCE(:closed_at, closed_at),"
+        " close_reason = COALESCE(:close_reason, close_reason) WHERE id = :cid",
+        {
+            "state": answer.state,
+            "now": now,
+            "summary": answer.summary,
+            "close_status": ConversationStatus.CLOSED if answer.close_reason else None,
+            "closed_at": now if answer.close_reason else None,
+            "close_reason": answer.close_reason,
+            "cid": turn.conversation_id,
+        },
     )
     meta = dict(answer.meta)
     if answer.lead is not None:
@@ -356,24 +336,23 @@ def persist_turn(session: Session, turn: TurnData, answer: Answer, now: datetime
         if turn.user_id is not None and not turn.user_phone:
             conn.execute(update(User).where(User.id == turn.user_id).values(phone=lead.phone))
     return int(
-        conn.execute(
-            _INSERT_MESSAGE,
+        q.one(
+            "INSERT INTO messages (conversation_id, channel, direction, author, text, status,"
+            " created_at, reply_to_id, meta) VALUES (:cid, :channel, 'out', 'bot', :text,"
+            " 'pending', :now, :reply_to, :meta) RETURNING id",
             {
-                "conversation_id": turn.conversation_id,
+                "cid": turn.conversation_id,
                 "channel": turn.channel,
-                "direction": "out",
-                "author": "bot",
                 "text": answer.text,
-                "platform_event_id": None,
-                "status": MessageStatus.PENDING,
-                "created_at": now,
-                "answered_at": None,
-                "reply_to_id": turn.message_id,
+                "now": now,
+                "reply_to": turn.message_id,
                 "meta": meta,
             },
-        ).scalar_one()
+        )[0]
     )
 
 
 def set_delivery(session: Session, reply_id: int, status: str) -> None:
-    session.connection().execute(_SET_STATUS, {"mid": reply_id, "st": status})
+    _Statements(session).run(
+        "UPDATE messages SET status = :status WHERE id = :mid", {"status": status, "mid": reply_id}
+    )
