@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -147,6 +147,26 @@ class Counters:
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
+# ``isinstance`` against a runtime-checkable protocol inspects the protocol's members each time,
+# and these checks run on every turn: remember the answer per class.
+_STREAMING: dict[tuple[type, type], bool] = {}
+
+
+def _conforms(obj: object, protocol: type) -> bool:
+    key = (type(obj), protocol)
+    if key not in _STREAMING:
+        _STREAMING[key] = isinstance(obj, protocol)
+    return _STREAMING[key]
+
+
+def _streaming_port(port: OutboundPort | None) -> TypeGuard[StreamingPort]:
+    return port is not None and _conforms(port, StreamingPort)
+
+
+def _streaming_agent(agent: Agent) -> TypeGuard[StreamingAgent]:
+    return _conforms(agent, StreamingAgent)
+
+
 class ConversationService:
     def __init__(
         self,
@@ -202,7 +222,7 @@ class ConversationService:
                 self._history_limit if self.db.is_sqlite and key not in self._queues else None
             )
             try:
-                recorded = await self.db.run(
+                recorded = await self.db.run_core(
                     turns.record_inbound,
                     inbound,
                     self.clock(),
@@ -284,7 +304,7 @@ class ConversationService:
 
     async def _turn(self, pending: _Pending) -> TurnOutcome:
         started = time.perf_counter()
-        turn = pending.turn or await self.db.run(
+        turn = pending.turn or await self.db.run_core(
             turns.load_turn, pending.message_id, self._history_limit
         )
         if turn is None:
@@ -414,13 +434,14 @@ class ConversationService:
         self, ctx: TurnContext, port: OutboundPort | None, target: Target, pending: _Pending
     ) -> AgentResult:
         """Stream when both the channel and the agent can; otherwise one whole reply."""
-        if not (isinstance(port, StreamingPort) and isinstance(self.agent, StreamingAgent)):
-            return await self.agent.respond(ctx)
+        agent = self.agent
+        if not (_streaming_port(port) and _streaming_agent(agent)):
+            return await agent.respond(ctx)
         live = pending.live = _LiveReply()
         live.delivery = asyncio.create_task(port.stream(target, live), name="reply-stream")
         result: AgentResult | None = None
         try:
-            async for item in self.agent.stream(ctx):
+            async for item in agent.stream(ctx):
                 if isinstance(item, AgentResult):
                     result = item
                 else:
@@ -449,7 +470,7 @@ class ConversationService:
             status = MessageStatus.FAILED
             log.exception("streamed delivery failed", extra={"reply_id": reply_id})
         if reply_id is not None:
-            await self.db.run(turns.set_delivery, reply_id, status)
+            await self.db.run_core(turns.set_delivery, reply_id, status)
 
     async def _request_handoff(self, conversation_id: int, result: AgentResult) -> None:
         """The customer asked for a person or left a lead: open a handoff. The reply is already
@@ -526,7 +547,7 @@ class ConversationService:
                 lead=result.lead,
                 close_reason=str(close) if close else None,
             )
-        return await self.db.run(turns.persist_turn, turn, answer, self.clock())
+        return await self.db.run_core(turns.persist_turn, turn, answer, self.clock())
 
     async def _deliver(
         self, port: OutboundPort, target: Target, reply: Reply, reply_id: int | None
@@ -540,7 +561,7 @@ class ConversationService:
             status = MessageStatus.FAILED
             log.exception("delivery failed", extra={"reply_id": reply_id})
         if reply_id is not None:
-            await self.db.run(turns.set_delivery, reply_id, status)
+            await self.db.run_core(turns.set_delivery, reply_id, status)
 
     async def close_conversation(
         self, channel: str, chat_key: str, thread: str = "", reason: str = "closed"

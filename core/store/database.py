@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -132,6 +132,28 @@ class Database:
             if translated is exc:
                 raise
             raise translated from exc
+
+    async def run_core(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Like ``run`` for plain Core work: ``fn`` gets a ``Connection`` in a transaction,
+        without the ORM session's bookkeeping (the turn path runs three of these per turn)."""
+        try:
+            if self.sync_sessions is not None and self.executor is not None:
+                call = functools.partial(self._run_core_sync, fn, *args, **kwargs)
+                return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(lambda c: fn(c, *args, **kwargs))
+        except (DBAPIError, sqlite3.Error, OSError, ConnectionError) as exc:
+            translated = _translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def _run_core_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        assert self.sync_sessions is not None
+        with self.sync_sessions.kw["bind"].begin() as conn:
+            return fn(conn, *args, **kwargs)
 
     def _run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         assert self.sync_sessions is not None

@@ -1,8 +1,8 @@
-"""The turn pipeline's own queries, as plain synchronous functions over one session.
+"""The turn pipeline's own queries, as plain synchronous functions over one connection.
 
-``Database.run`` executes each as one transaction (on the SQLite database thread, or through the
-async engine on Postgres). They run on every message, so they are written as SQL that both
-databases speak (see ``_Statements``); the rest of the store uses the ORM.
+``Database.run_core`` executes each as one transaction (on the SQLite database thread, or
+through the async engine on Postgres). They run on every message, so they are written as SQL
+that both databases speak (see ``_Statements``); the rest of the store uses the ORM.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, insert, text, update
 
 from core.agent.base import HistoryItem, LeadDraft
 from core.messages import Inbound
@@ -81,8 +80,8 @@ class _Statements:
     times SQLite's own. Values are stored exactly as the SQLAlchemy types store them (UTC
     timestamps as ISO text, JSON as text), so the ORM reads these rows unchanged."""
 
-    def __init__(self, session: Session) -> None:
-        self.conn = session.connection()
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
         self.raw: Any = (
             self.conn.connection.driver_connection if self.conn.dialect.name == "sqlite" else None
         )
@@ -125,7 +124,7 @@ def _json(value: Any) -> dict[str, Any]:
 
 
 def record_inbound(
-    session: Session,
+    conn: Connection,
     inbound: Inbound,
     now: datetime,
     idle_after: timedelta,
@@ -134,7 +133,7 @@ def record_inbound(
     """Store an inbound message with its user and conversation; ``None`` for a duplicate.
     With ``prefetch_history`` (a history length), also read the turn's data in the same
     transaction, saving the turn a round trip when it starts right away."""
-    q = _Statements(session)
+    q = _Statements(conn)
     if inbound.event_id is not None and q.one(
         "SELECT id FROM messages WHERE channel = :channel AND platform_event_id = :event_id",
         {"channel": inbound.channel, "event_id": inbound.event_id},
@@ -210,9 +209,7 @@ def record_inbound(
             "meta": meta,
         },
     )[0]
-    turn = (
-        load_turn(session, message_id, prefetch_history) if prefetch_history is not None else None
-    )
+    turn = load_turn(conn, message_id, prefetch_history) if prefetch_history is not None else None
     return Recorded(message_id, conversation_id, welcome_back, turn)
 
 
@@ -225,8 +222,8 @@ _TURN_SQL = (
 )
 
 
-def load_turn(session: Session, message_id: int, history_limit: int) -> TurnData | None:
-    q = _Statements(session)
+def load_turn(conn: Connection, message_id: int, history_limit: int) -> TurnData | None:
+    q = _Statements(conn)
     row = q.one(_TURN_SQL, {"mid": message_id})
     if row is None:
         return None
@@ -279,10 +276,10 @@ class Answer:
     close_reason: str | None = None
 
 
-def persist_turn(session: Session, turn: TurnData, answer: Answer, now: datetime) -> int | None:
+def persist_turn(conn: Connection, turn: TurnData, answer: Answer, now: datetime) -> int | None:
     """Mark the inbound answered and store the reply, once: ``None`` when another process got
     there first or when the turn has no reply."""
-    q = _Statements(session)
+    q = _Statements(conn)
     conn = q.conn
     claimed = q.changed(
         "UPDATE messages SET status = :status, answered_at = :now"
@@ -352,7 +349,7 @@ def persist_turn(session: Session, turn: TurnData, answer: Answer, now: datetime
     )
 
 
-def set_delivery(session: Session, reply_id: int, status: str) -> None:
-    _Statements(session).run(
+def set_delivery(conn: Connection, reply_id: int, status: str) -> None:
+    _Statements(conn).run(
         "UPDATE messages SET status = :status WHERE id = :mid", {"status": status, "mid": reply_id}
     )
