@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -93,6 +93,7 @@ class Database:
     # stdlib driver, one thread hop per transaction instead of several per statement.
     sync_sessions: sessionmaker[Session] | None = None
     executor: ThreadPoolExecutor | None = None
+    _hot: Connection | None = field(default=None, init=False, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -151,9 +152,18 @@ class Database:
             raise translated from exc
 
     def _run_core_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        assert self.sync_sessions is not None
-        with self.sync_sessions.kw["bind"].begin() as conn:
-            return fn(conn, *args, **kwargs)
+        # The database thread keeps one connection checked out: taking it from the pool and
+        # resetting it on return cost as much as the turn's SQL.
+        if self._hot is None or self._hot.invalidated or self._hot.closed:
+            assert self.sync_sessions is not None
+            self._hot = self.sync_sessions.kw["bind"].connect()
+        with self._hot.begin():
+            return fn(self._hot, *args, **kwargs)
+
+    def _close_hot(self) -> None:
+        if self._hot is not None:
+            self._hot.close()
+            self._hot = None
 
     def _run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         assert self.sync_sessions is not None
@@ -189,7 +199,9 @@ class Database:
         if self.sync_sessions is not None and self.executor is not None:
             bind = self.sync_sessions.kw["bind"]
             # sqlite3 connections belong to the thread that made them.
-            await asyncio.get_running_loop().run_in_executor(self.executor, bind.dispose)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.executor, self._close_hot)
+            await loop.run_in_executor(self.executor, bind.dispose)
             self.executor.shutdown(wait=True)
 
 

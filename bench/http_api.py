@@ -4,19 +4,12 @@ Runs ``esoteric serve`` (scripted agent, embedded SQLite, no knowledge base) in 
 drives it with httpx: each client has its own session and walks the loan conversation over and
 over, one message at a time, as a website visitor would.
 
-    .venv/bin/python bench/http.py [--clients 50] [--seconds 10]
+    .venv/bin/python bench/http_api.py [--clients 50] [--seconds 10]
 
 Target on two cores: at least 200 requests/s with p99 under 250 ms at 50 clients.
 """
 
 from __future__ import annotations
-
-import sys
-
-# Run as a script, this file's folder comes first on sys.path, and this file's name would hide
-# the standard library's http package from httpx.
-if sys.path and sys.path[0] == __file__.rsplit("/", 1)[0]:
-    sys.path.pop(0)
 
 import argparse
 import asyncio
@@ -25,6 +18,7 @@ import os
 import signal
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
