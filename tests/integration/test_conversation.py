@@ -14,7 +14,7 @@ from core.jobs import close_idle_sessions
 from core.loan import emi
 from core.messages import utcnow
 from core.money import format_money
-from core.store import repository as repo
+from core.store import turns
 from core.store.database import Database
 from core.store.models import Conversation, Lead, Message
 from tests.support.builders import customer, service_for
@@ -126,8 +126,9 @@ async def test_follow_ups_queue_while_a_turn_runs(database: Database) -> None:
 
 async def test_unanswered_message_is_answered_once_by_recovery(database: Database) -> None:
     # A crash between storing and answering leaves a "received" row behind.
-    async with database.transaction() as s:
-        recorded = await repo.record_inbound(s, customer("hi"), utcnow(), timedelta(minutes=30))
+    recorded = await database.run_core(
+        turns.record_inbound, customer("hi"), utcnow(), timedelta(minutes=30)
+    )
     assert recorded is not None
     service = service_for(database)
     port = RecordingPort()

@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from core.messages import Inbound, utcnow
-from core.store import repository as repo
+from core.store import turns
 from core.store.database import Database
 from core.store.models import Message
 from core.store.schema import head_revision, is_at_head
@@ -24,10 +24,8 @@ async def test_schema_is_at_head(database: Database) -> None:
 
 async def test_duplicate_event_is_recorded_once(database: Database) -> None:
     now = utcnow()
-    async with database.transaction() as s:
-        first = await repo.record_inbound(s, inbound(), now, timedelta(minutes=30))
-    async with database.transaction() as s:
-        second = await repo.record_inbound(s, inbound(), now, timedelta(minutes=30))
+    first = await database.run_core(turns.record_inbound, inbound(), now, timedelta(minutes=30))
+    second = await database.run_core(turns.record_inbound, inbound(), now, timedelta(minutes=30))
     assert first is not None and second is None
     async with database.transaction() as s:
         assert await s.scalar(select(func.count()).select_from(Message)) == 1
