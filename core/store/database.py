@@ -6,9 +6,9 @@ import asyncio
 import functools
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -85,6 +85,19 @@ def _translate(exc: Exception) -> Exception:
     return exc
 
 
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """A locked, lost or unreachable database becomes ``StoreUnavailable`` so callers can answer
+    politely instead of crashing."""
+    try:
+        yield
+    except (DBAPIError, sqlite3.Error, OSError, ConnectionError) as exc:
+        translated = _translate(exc)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
 @dataclass
 class Database:
     engine: AsyncEngine
@@ -107,14 +120,9 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One session and one transaction; errors from a locked or lost database become
         ``StoreUnavailable`` so callers can answer politely instead of crashing."""
-        try:
+        with _store_errors():
             async with self.sessions() as session, session.begin():
                 yield session
-        except (DBAPIError, OSError, ConnectionError) as exc:
-            translated = _translate(exc)
-            if translated is exc:
-                raise
-            raise translated from exc
 
     async def run(
         self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
@@ -122,34 +130,24 @@ class Database:
         """Run ``fn(session, ...)`` in one transaction and return its result. ``fn`` is plain
         synchronous SQLAlchemy; on Postgres it runs through the async engine's greenlet bridge,
         on SQLite on the database thread."""
-        try:
+        with _store_errors():
             if self.sync_sessions is not None and self.executor is not None:
                 call = functools.partial(self._run_sync, fn, *args, **kwargs)
                 return await asyncio.get_running_loop().run_in_executor(self.executor, call)
             async with self.sessions() as session, session.begin():
                 return await session.run_sync(lambda s: fn(s, *args, **kwargs))
-        except (DBAPIError, sqlite3.Error, OSError, ConnectionError) as exc:
-            translated = _translate(exc)
-            if translated is exc:
-                raise
-            raise translated from exc
 
     async def run_core(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Like ``run`` for plain Core work: ``fn`` gets a ``Connection`` in a transaction,
         without the ORM session's bookkeeping (the turn path runs three of these per turn)."""
-        try:
+        with _store_errors():
             if self.sync_sessions is not None and self.executor is not None:
                 call = functools.partial(self._run_core_sync, fn, *args, **kwargs)
                 return await asyncio.get_running_loop().run_in_executor(self.executor, call)
             async with self.engine.begin() as conn:
                 return await conn.run_sync(lambda c: fn(c, *args, **kwargs))
-        except (DBAPIError, sqlite3.Error, OSError, ConnectionError) as exc:
-            translated = _translate(exc)
-            if translated is exc:
-                raise
-            raise translated from exc
 
     def _run_core_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # The database thread keeps one connection checked out: taking it from the pool and
