@@ -256,6 +256,12 @@ class LLMAgent:
                     result = await self._fall_back(ctx, reason, figures)
                 else:
                     self.breaker.record_success()
+                    if result.meta.get("ungrounded_figures") and result.lead is None:
+                        # Money figures reach customers from tools only: a reply doing its own
+                        # arithmetic is replaced by the scripted agent's answer to the same
+                        # turn. (The API worked, so the breaker is not told.)
+                        log.warning("LLM reply quoted figures no tool produced; scripted answer")
+                        result = await self._fall_back(ctx, "ungrounded_figures", figures)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -94,6 +94,25 @@ async def test_approval_promise_is_corrected_before_it_is_final(
     assert reply.text == final and reply.meta["corrections"] == ["approval_promise"]
 
 
+async def test_figures_the_model_made_up_never_reach_the_customer(
+    sqlite_database: Database, groq_server: g.GroqStandIn, make_agent: Any
+) -> None:
+    # No tool was called, the customer named no such amount: this EMI is model arithmetic.
+    groq_server.script(g.text("For a home loan of 25 lakh your EMI would be ₹19,999 a month."))
+    channel = StreamingChannel()
+    svc = service(sqlite_database, make_agent(), channel)
+
+    await svc.handle(say("I need a home loan of 25 lakh"))
+
+    final = channel.finals[0].text
+    assert "19,999" not in final
+    assert "How long" in final or "Over how long" in final  # the scripted agent's next question
+    reply = await _last_reply(sqlite_database)
+    assert reply.text == final
+    assert reply.meta["fallback"] is True
+    assert reply.meta["fallback_reason"] == "ungrounded_figures"
+
+
 async def test_injected_reference_text_cannot_act_or_leak(
     sqlite_database: Database, groq_server: g.GroqStandIn, make_agent: Any
 ) -> None:
