@@ -14,6 +14,9 @@ import pytest
 
 from core.store.database import Database, create_database
 from core.store.schema import upgrade_to_head
+from tests.support.desk import slack_stand_in_users
+from tests.support.slack_server import SlackStandIn
+from tests.support.telegram_server import TelegramServer
 
 POSTGRES_ADMIN_DSN = os.environ.get(
     "ESOTERIC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -128,3 +131,21 @@ async def sqlite_database(sqlite_url: str) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.dispose()
+
+
+# Stand-ins for the tests that drive both channels (handoff, admin commands).
+@pytest.fixture
+async def telegram_api() -> AsyncIterator[TelegramServer]:
+    async with TelegramServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def slack_api() -> AsyncIterator[SlackStandIn]:
+    server = SlackStandIn()
+    await server.start()
+    slack_stand_in_users(server)
+    try:
+        yield server
+    finally:
+        await server.stop()

@@ -19,30 +19,12 @@ from tests.support.desk import (
     REP_B_NAME,
     Desk,
     running_desk,
-    slack_stand_in_users,
 )
 from tests.support.groq_server import GroqStandIn, text
 from tests.support.slack_server import SlackStandIn
 from tests.support.telegram_server import TelegramServer, message_update
 
 CUSTOMER = 5001
-
-
-@pytest.fixture
-async def telegram_api() -> AsyncIterator[TelegramServer]:
-    async with TelegramServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def slack_api() -> AsyncIterator[SlackStandIn]:
-    server = SlackStandIn()
-    await server.start()
-    slack_stand_in_users(server)
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

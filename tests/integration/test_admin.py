@@ -5,7 +5,7 @@ whole, as ``esoteric serve`` builds it, against the stand-in Telegram and Slack 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,6 @@ from tests.support.desk import (
     TELEGRAM_ADMIN,
     Desk,
     running_desk,
-    slack_stand_in_users,
 )
 from tests.support.groq_server import GroqStandIn
 from tests.support.groq_server import text as llm_text
@@ -38,23 +37,6 @@ CUSTOMER = 5001
 OTHER_CUSTOMER = 5002
 TELEGRAM_USER = 777  # not an admin
 REFUSAL = "Sorry, that command is only for Esoteric admins."
-
-
-@pytest.fixture
-async def telegram_api() -> AsyncIterator[TelegramServer]:
-    async with TelegramServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def slack_api() -> AsyncIterator[SlackStandIn]:
-    server = SlackStandIn()
-    await server.start()
-    slack_stand_in_users(server)
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def actor(channel: str, admin: bool) -> str:

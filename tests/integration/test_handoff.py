@@ -24,7 +24,7 @@ from core.messages import Inbound, utcnow
 from core.salesdesk import SalesDesk
 from core.store.database import Database
 from core.store.models import AuditEntry, Handoff, Message
-from tests.support.desk import REP_A, REP_A_NAME, SALES, slack_stand_in_users
+from tests.support.desk import REP_A, REP_A_NAME, SALES
 from tests.support.slack_server import SlackStandIn
 
 _events = itertools.count(1)
@@ -37,17 +37,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-async def slack_api() -> AsyncIterator[SlackStandIn]:
-    server = SlackStandIn()
-    await server.start()
-    slack_stand_in_users(server)
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def make_service(db: Database) -> ConversationService:
