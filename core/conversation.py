@@ -211,6 +211,13 @@ class ConversationService:
     async def handle(self, inbound: Inbound) -> TurnOutcome | None:
         """Record ``inbound`` and answer it in its conversation's order. Returns ``None`` for a
         duplicate delivery. Raises ``StoreUnavailable`` when the message could not be stored."""
+        future = await self.accept(inbound)
+        return None if future is None else await future
+
+    async def accept(self, inbound: Inbound) -> asyncio.Future[TurnOutcome] | None:
+        """Store ``inbound`` and queue its turn, returning the turn's future (``None`` for a
+        duplicate). For channels that must acknowledge a delivery only once it is stored, and
+        not wait for the answer."""
         if self._closing:
             raise StoreUnavailable("shutting down")
         key = inbound.key
@@ -240,10 +247,9 @@ class ConversationService:
                 )
                 return None
             # Enqueued before the ingest lock is released, so queue order is arrival order.
-            future = self._enqueue(
+            return self._enqueue(
                 key, recorded.message_id, recorded.welcome_back, inbound, recorded.turn
             )
-        return await future
 
     @contextlib.asynccontextmanager
     async def _ingest_lock(self, key: Key) -> AsyncIterator[None]:

@@ -47,7 +47,7 @@ from adapters.telegram.render import (
     reply_text,
     split_text,
 )
-from core.conversation import ConversationService
+from core.conversation import ConversationService, TurnOutcome
 from core.errors import ChannelError, ConfigError, EsotericError, StoreUnavailable
 from core.messages import Inbound, Reply, Target
 from core.ports import ReplyStream
@@ -131,6 +131,8 @@ class TelegramChannel:
         self._background: set[asyncio.Task[None]] = set()
         # The message each group chat's current turn answers, so the reply quotes it.
         self._answering: dict[tuple[str, str], int] = {}
+        # Webhook deliveries stored before their 200, by event id: the turn's future.
+        self._stored: dict[str | None, asyncio.Future[TurnOutcome] | None] = {}
         # Chats whose last reply showed the share-contact keyboard, to remove it afterwards.
         self._contact_keyboard: set[tuple[str, str]] = set()
         service.register_channel(CHANNEL, self)
@@ -253,8 +255,31 @@ class TelegramChannel:
             update = Update.de_json(data, app.bot)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             return 400, f"malformed update: {exc}"
+        # Stored before Telegram hears 200: a 200 ends Telegram's redeliveries, so a crash after
+        # it must find the message in SQL (and answer it at the next start).
+        inbound = self._message_of(update)
+        if inbound is not None and inbound.event_id is not None:
+            self._note_answering(inbound)
+            try:
+                self._stored[inbound.event_id] = await self.service.accept(inbound)
+            except EsotericError as exc:
+                log.warning("webhook update %s not stored: %s", update.update_id, exc)
+                return 503, "not stored; deliver again later"
         await app.update_queue.put(update)
         return 200, "queued"
+
+    def _message_of(self, update: Update) -> Inbound | None:
+        if self.identity is None or update.my_chat_member is not None:
+            return None
+        try:
+            return normalise(update, self.identity, self.codec.decode)
+        except Exception:  # the handler's error funnel deals with it when PTB dispatches it
+            return None
+
+    def _note_answering(self, inbound: Inbound) -> None:
+        # In groups the reply quotes the message it answers.
+        if is_group(inbound.chat_key) and "message_id" in inbound.extra:
+            self._answering[(inbound.chat_key, inbound.thread)] = int(inbound.extra["message_id"])
 
     # -- inbound -------------------------------------------------------------------------------
 
@@ -301,10 +326,15 @@ class TelegramChannel:
         """One message through the core; the adapter's error funnel for turns."""
         key = (inbound.chat_key, inbound.thread)
         target = Target(CHANNEL, inbound.chat_key, inbound.thread)
-        if is_group(inbound.chat_key) and "message_id" in inbound.extra:
-            self._answering[key] = int(inbound.extra["message_id"])
+        self._note_answering(inbound)
         try:
-            await self.service.handle(inbound)
+            if inbound.event_id in self._stored:
+                # The webhook stored it already; its turn is queued in the core (None: duplicate).
+                turn = self._stored.pop(inbound.event_id)
+                if turn is not None:
+                    await turn
+            else:
+                await self.service.handle(inbound)
         except Exception as exc:
             await self._funnel(target, exc, f"update {inbound.event_id}")
         finally:

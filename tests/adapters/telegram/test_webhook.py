@@ -50,6 +50,27 @@ async def test_the_shared_sample_delivery_is_answered(hooked: TelegramBot) -> No
     assert "Which loan" in hooked.server.texts(123456789)[0]
 
 
+async def test_a_delivery_is_stored_before_it_is_acknowledged(hooked: TelegramBot) -> None:
+    # Telegram stops redelivering at the 200, so by then the message must be in SQL.
+    headers = {
+        "Content-Type": "application/json",
+        "X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET,
+    }
+    body = json.dumps(message_update(4242, 123456789, "hi")).encode()
+    response = await post(hooked, body, headers)
+    assert response.status_code == 200
+    stored = await hooked.scalar(
+        "SELECT count(*) FROM messages WHERE channel = 'telegram' AND platform_event_id = '4242'"
+    )
+    assert stored == 1
+    await hooked.server.wait_messages(123456789, 1)
+    # The same delivery again: acknowledged, not stored twice, not answered twice.
+    assert (await post(hooked, body, headers)).status_code == 200
+    await hooked.idle()
+    assert await stored_messages(hooked) == 2  # the message and its one reply
+    assert len(hooked.server.texts(123456789)) == 1
+
+
 @pytest.mark.parametrize(
     "headers",
     [
