@@ -15,6 +15,7 @@ import pytest
 from core.store.database import Database, create_database
 from core.store.schema import upgrade_to_head
 from tests.support.desk import slack_stand_in_users
+from tests.support.groq_server import GroqStandIn
 from tests.support.slack_server import SlackStandIn
 from tests.support.telegram_server import TelegramServer
 
@@ -133,7 +134,7 @@ async def sqlite_database(sqlite_url: str) -> AsyncIterator[Database]:
         await db.dispose()
 
 
-# Stand-ins for the tests that drive both channels (handoff, admin commands).
+# Stand-ins shared by the tests that drive several platforms (handoff, admin, LLM).
 @pytest.fixture
 async def telegram_api() -> AsyncIterator[TelegramServer]:
     async with TelegramServer() as server:
@@ -145,6 +146,16 @@ async def slack_api() -> AsyncIterator[SlackStandIn]:
     server = SlackStandIn()
     await server.start()
     slack_stand_in_users(server)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def groq_server() -> AsyncIterator[GroqStandIn]:
+    server = GroqStandIn()
+    await server.start()
     try:
         yield server
     finally:

@@ -4,12 +4,9 @@ the real python-telegram-bot, slack-bolt and groq clients and the composition ro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.support.desk import (
     QUALIFY,
@@ -27,22 +24,12 @@ from tests.support.telegram_server import TelegramServer, message_update
 CUSTOMER = 5001
 
 
-@pytest.fixture
-async def groq() -> AsyncIterator[GroqStandIn]:
-    server = GroqStandIn()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-def llm_settings(groq: GroqStandIn) -> dict[str, Any]:
+def llm_settings(groq_server: GroqStandIn) -> dict[str, Any]:
     # The LLM answers 500 until a test scripts it: the offline agent answers meanwhile (the
     # fallback every LLM failure takes), which keeps the qualifying flow exact.
     return {
         "GROQ_API_KEY": "gsk_FakeKeyForLocalTestsOnly",
-        "GROQ_BASE_URL": groq.base_url,
+        "GROQ_BASE_URL": groq_server.base_url,
         "llm_max_retries": 0,
         "llm_breaker_failures": 100,
         "llm_turn_deadline_seconds": 5.0,
@@ -60,9 +47,9 @@ async def qualify(desk: Desk, chat_id: int = CUSTOMER) -> str:
 
 
 async def test_customer_to_rep_and_back(
-    tmp_path: Path, telegram_api: TelegramServer, slack_api: SlackStandIn, groq: GroqStandIn
+    tmp_path: Path, telegram_api: TelegramServer, slack_api: SlackStandIn, groq_server: GroqStandIn
 ) -> None:
-    async with running_desk(tmp_path, telegram_api, slack_api, **llm_settings(groq)) as desk:
+    async with running_desk(tmp_path, telegram_api, slack_api, **llm_settings(groq_server)) as desk:
         card = await qualify(desk)
 
         # The lead card: who, the loan, its figures and a Claim button.
@@ -85,7 +72,7 @@ async def test_customer_to_rep_and_back(
         assert (conversation.status, conversation.assigned_to) == ("handoff", REP_A)
         assert f"{REP_A_NAME}, one of our loan advisors" in desk.telegram_texts(CUSTOMER)[-1]
         assert "Claimed by" in desk.card_text(card) and "Release" in desk.card_text(card)
-        llm_calls = len(groq.requests)
+        llm_calls = len(groq_server.requests)
 
         # Three messages each way. The customer's go to the card's thread, the rep's (sent
         # back to back, without waiting) to Telegram, each in order.
@@ -106,7 +93,7 @@ async def test_customer_to_rep_and_back(
         delivered = desk.telegram_texts(CUSTOMER)[-3:]
         assert delivered == [f"{REP_A_NAME}: {w}" for w in rep_says]
         # The bot said nothing and the LLM was not asked while the rep had the conversation.
-        assert len(groq.requests) == llm_calls
+        assert len(groq_server.requests) == llm_calls
         stored = await desk.rows(
             "SELECT direction, author, text, status FROM messages WHERE conversation_id = :c "
             "ORDER BY id DESC LIMIT 6",
@@ -124,12 +111,12 @@ async def test_customer_to_rep_and_back(
             == "active"
         )
         assert "I'm back to help" in desk.telegram_texts(CUSTOMER)[-1]
-        groq.script(text("As Asha said, prepayment is free on floating-rate loans."))
+        groq_server.script(text("As Asha said, prepayment is free on floating-rate loans."))
         await desk.customer(CUSTOMER, "Sorry, what did Asha say about prepayment?")
         assert desk.telegram_texts(CUSTOMER)[-1] == (
             "As Asha said, prepayment is free on floating-rate loans."
         )
-        prompt = "\n".join(str(m.get("content")) for m in groq.requests[-1].messages)
+        prompt = "\n".join(str(m.get("content")) for m in groq_server.requests[-1].messages)
         for words in rep_says:
             assert f"(a human advisor wrote) **{REP_A_NAME}:** {words}" in prompt
         for words in customer_says:

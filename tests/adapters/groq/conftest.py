@@ -66,16 +66,6 @@ class StreamingChannel:
 
 
 @pytest.fixture
-async def groq_server() -> AsyncIterator[GroqStandIn]:
-    server = GroqStandIn()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
 def knowledge() -> KeywordKnowledge:
     return KeywordKnowledge()
 

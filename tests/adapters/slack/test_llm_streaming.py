@@ -24,23 +24,13 @@ from tests.support.slack_server import SlackStandIn
 
 
 @pytest.fixture
-async def groq() -> AsyncIterator[GroqStandIn]:
-    server = GroqStandIn()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
 async def llm_slack(
-    tmp_path: Path, slack_api: SlackStandIn, groq: GroqStandIn
+    tmp_path: Path, slack_api: SlackStandIn, groq_server: GroqStandIn
 ) -> AsyncIterator[tuple[SlackClient, SlackChannel, Runtime]]:
     settings = load_settings(
         data_dir=tmp_path,
         groq_api_key="gsk_FakeKeyForLocalTestsOnly",
-        groq_base_url=groq.base_url,
+        groq_base_url=groq_server.base_url,
         slack_bot_token=BOT_TOKEN,
         slack_signing_secret=SECRET,
         slack_api_url=slack_api.api_url,
@@ -61,20 +51,20 @@ async def llm_slack(
 async def test_llm_answer_is_streamed_into_one_slack_message(
     llm_slack: tuple[SlackClient, SlackChannel, Runtime],
     slack_api: SlackStandIn,
-    groq: GroqStandIn,
+    groq_server: GroqStandIn,
 ) -> None:
     slack, channel, runtime = llm_slack
     answer = (
         "Salaried applicants need PAN and Aadhaar, recent salary slips and bank statements. "
         "Self-employed applicants add income tax returns."
     )
-    groq.script(text(answer))
+    groq_server.script(text(answer))
     body = event("event_message_im.json", text="What documents does a home loan need?")
     assert (await slack.event(body)).status_code == 200
     await channel.idle()  # the turn, its streamed delivery included, has finished
 
     # The model was briefed as the sales team's assistant, not the customer one.
-    system = groq.requests[0].messages[0]["content"]
+    system = groq_server.requests[0].messages[0]["content"]
     assert "sales team" in system
 
     [post] = slack_api.posts()
