@@ -60,26 +60,53 @@ class Instalment:
     balance: Decimal
 
 
+def _schedule(
+    principal: Decimal | int, annual_rate: Decimal | int | str, months: int
+) -> tuple[int, list[tuple[int, int]]]:
+    """The schedule in whole paise: the EMI and each month's (principal, interest).
+
+    Each month's interest is the balance times the monthly rate, rounded half up to the paisa,
+    computed on exact fractions (the rate as a ratio of integers) so no tie rounds the wrong way
+    and a 30-year schedule costs integer arithmetic, not hundreds of ``Decimal`` operations. The
+    last instalment absorbs rounding, so the principal column sums to the principal exactly."""
+    p, rate = Decimal(principal), Decimal(str(annual_rate))
+    _check(p, rate, months)
+    payment = int(emi(p, rate, months) / PAISA)
+    balance = int(p.quantize(PAISA, ROUND_HALF_UP) / PAISA)
+    numerator, denominator = rate.as_integer_ratio()
+    denominator *= 1200  # percent per year -> fraction per month
+    rows: list[tuple[int, int]] = []
+    for month in range(1, months + 1):
+        interest, remainder = divmod(balance * numerator, denominator)
+        if 2 * remainder >= denominator:
+            interest += 1
+        principal_part = balance if month == months else min(payment - interest, balance)
+        balance -= principal_part
+        rows.append((principal_part, interest))
+        if balance == 0:
+            break
+    return payment, rows
+
+
+def _rupees(paise: int) -> Decimal:
+    return Decimal(paise).scaleb(-2)
+
+
 def amortisation(
     principal: Decimal | int, annual_rate: Decimal | int | str, months: int
 ) -> list[Instalment]:
-    """The month-by-month schedule. Amounts are in paise; the last instalment absorbs rounding
-    so that the principal column sums to the principal exactly."""
-    p, rate = Decimal(principal), Decimal(str(annual_rate))
-    _check(p, rate, months)
-    r = _monthly_rate(rate)
-    payment = emi(p, rate, months)
-    balance = p.quantize(PAISA, ROUND_HALF_UP)
-    rows: list[Instalment] = []
-    for month in range(1, months + 1):
-        interest = (balance * r).quantize(PAISA, ROUND_HALF_UP)
-        # The last instalment clears whatever rounding left behind.
-        principal_part = balance if month == months else min(payment - interest, balance)
-        balance -= principal_part
-        rows.append(Instalment(month, principal_part + interest, principal_part, interest, balance))
-        if balance == 0 and month < months:
-            break
-    return rows
+    """The month-by-month schedule, exact to the paisa (see ``_schedule``)."""
+    _, rows = _schedule(principal, annual_rate, months)
+    balance = sum(part for part, _ in rows)
+    schedule: list[Instalment] = []
+    for month, (part, interest) in enumerate(rows, start=1):
+        balance -= part
+        schedule.append(
+            Instalment(
+                month, _rupees(part + interest), _rupees(part), _rupees(interest), _rupees(balance)
+            )
+        )
+    return schedule
 
 
 @dataclass(frozen=True)
@@ -95,16 +122,16 @@ class AmortisationSummary:
 def summarise(
     principal: Decimal | int, annual_rate: Decimal | int | str, months: int
 ) -> AmortisationSummary:
-    rows = amortisation(principal, annual_rate, months)
+    payment, rows = _schedule(principal, annual_rate, months)
+    interest = sum(i for _, i in rows)
     year = rows[:12]
-    interest = sum((r.interest for r in rows), Decimal(0))
     return AmortisationSummary(
-        emi=emi(principal, annual_rate, months),
+        emi=_rupees(payment),
         months=len(rows),
-        total_interest=interest,
-        total_payment=sum((r.payment for r in rows), Decimal(0)),
-        first_year_interest=sum((r.interest for r in year), Decimal(0)),
-        first_year_principal=sum((r.principal for r in year), Decimal(0)),
+        total_interest=_rupees(interest),
+        total_payment=_rupees(interest + sum(part for part, _ in rows)),
+        first_year_interest=_rupees(sum(i for _, i in year)),
+        first_year_principal=_rupees(sum(part for part, _ in year)),
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
@@ -44,6 +46,44 @@ def test_schedule_repays_principal_exactly(principal: int, rate: Decimal, months
     assert rows[-1].balance == 0
     assert all(r.payment == r.principal + r.interest for r in rows)
     assert len(rows) <= months
+
+
+def _half_up(value: Fraction) -> Fraction:
+    return Fraction(math.floor(value * 100 + Fraction(1, 2)), 100)
+
+
+@settings(max_examples=150, deadline=None)
+@given(principals, rates, tenures)
+def test_each_months_interest_is_the_exact_balance_times_rate(
+    principal: int, rate: Decimal, months: int
+) -> None:
+    # Checked on fractions, independently of the schedule's own integer arithmetic.
+    rows = loan.amortisation(principal, rate, months)
+    balance = Fraction(principal)
+    for row in rows:
+        assert Fraction(row.interest) == _half_up(balance * Fraction(rate) / 1200)
+        balance = Fraction(row.balance)
+
+
+def test_a_half_paisa_of_interest_rounds_up() -> None:
+    # 13% a year on 6,30,006 is exactly 6,825.06 and half a paisa in the first month; a
+    # rounded monthly rate (13/1200 = 0.0108333...) would put it a hair below the half.
+    principal = Decimal(630_006)
+    assert Fraction(principal) * Fraction(13, 1200) == Fraction(6825065, 1000)
+    assert loan.amortisation(principal, 13, 120)[0].interest == Decimal("6825.07")
+
+
+@settings(max_examples=100, deadline=None)
+@given(principals, rates, tenures)
+def test_summary_adds_up_the_schedule(principal: int, rate: Decimal, months: int) -> None:
+    rows = loan.amortisation(principal, rate, months)
+    summary = loan.summarise(principal, rate, months)
+    assert summary.months == len(rows)
+    assert summary.emi == loan.emi(principal, rate, months)
+    assert summary.total_interest == sum(r.interest for r in rows)
+    assert summary.total_payment == sum(r.payment for r in rows)
+    assert summary.first_year_interest == sum(r.interest for r in rows[:12])
+    assert summary.first_year_principal == sum(r.principal for r in rows[:12])
 
 
 @settings(max_examples=100, deadline=None)
