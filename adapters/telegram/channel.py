@@ -25,7 +25,6 @@ from telegram import (
 from telegram.constants import ChatAction, ChatMemberStatus, ParseMode
 from telegram.error import BadRequest, InvalidToken, TelegramError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
-from telegram.request import HTTPXRequest
 
 from adapters.telegram.bot import TolerantBot
 from adapters.telegram.delivery import (
@@ -47,6 +46,7 @@ from adapters.telegram.render import (
     reply_text,
     split_text,
 )
+from adapters.telegram.transport import AiohttpRequest
 from core.conversation import ConversationService, TurnOutcome
 from core.errors import ChannelError, ConfigError, EsotericError, StoreUnavailable
 from core.messages import Inbound, Reply, Target
@@ -151,9 +151,9 @@ class TelegramChannel:
             self.config.token,
             base_url=api_url,
             base_file_url=_file_url(api_url),
-            request=HTTPXRequest(connection_pool_size=self.config.workers * 2 + 4),
+            request=AiohttpRequest(connection_pool_size=self.config.workers * 2 + 4),
             # PTB adds the long-poll timeout to this request's read timeout itself.
-            get_updates_request=HTTPXRequest(connection_pool_size=1),
+            get_updates_request=AiohttpRequest(connection_pool_size=1),
         )
         builder = ApplicationBuilder().bot(bot)
         if self.config.webhook_url:
