@@ -36,8 +36,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def peak_rss_mib(pid: int) -> float | None:
+    """The process's peak resident memory (Linux), to see what the load costs in memory."""
+    try:
+        for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if row.startswith("VmHWM:"):
+                return int(row.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 @contextlib.asynccontextmanager
-async def serve(data_dir: Path) -> AsyncIterator[str]:
+async def serve(data_dir: Path, memory: list[float | None]) -> AsyncIterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ESOTERIC_", "GROQ_"))}
     env.pop("DATABASE_URL", None)
@@ -62,6 +73,7 @@ async def serve(data_dir: Path) -> AsyncIterator[str]:
                 await asyncio.sleep(0.1)
         yield base
     finally:
+        memory.append(peak_rss_mib(process.pid))
         process.send_signal(signal.SIGTERM)
         await process.wait()
 
@@ -87,7 +99,8 @@ async def visitor(base: str, deadline: float, latencies: list[float], errors: li
 
 async def main(clients: int, seconds: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        async with serve(Path(tmp)) as base:
+        memory: list[float | None] = []
+        async with serve(Path(tmp), memory) as base:
             # Warm up: imports, the first SQLite pages, connections.
             warmup = time.perf_counter() + 1.0
             await asyncio.gather(*(visitor(base, warmup, [], []) for _ in range(clients)))
@@ -106,6 +119,8 @@ async def main(clients: int, seconds: float) -> None:
     print(f"requests: {len(latencies)} in {elapsed:.1f} s, errors: {len(errors)}")
     print(f"throughput: {len(latencies) / elapsed:.0f} requests/s")
     print(f"latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    if memory and memory[0] is not None:
+        print(f"server peak RSS: {memory[0]:.0f} MiB")
 
 
 if __name__ == "__main__":

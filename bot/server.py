@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Iterator
@@ -24,6 +25,20 @@ class HttpServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def settle_garbage_collector() -> None:
+    """Tune the cyclic garbage collector for a long-running server, once it has started.
+
+    Startup leaves a few hundred thousand long-lived objects (modules, ORM metadata, the catalogue,
+    FastAPI's routes); every full collection walked them all, and with CPython's default young-
+    generation threshold (700 allocations) a turn triggered several collections, which showed as
+    the slowest 1% of API requests taking twice as long. Freezing moves what exists now out of
+    the collector's sight; the larger threshold collects young objects every 10,000 allocations
+    instead, which still bounds the garbage cycles can hold to a few megabytes."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -59,6 +74,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 await channel.start()
                 started.append(channel)
             await runtime.service.recover([c.name for c in channels])
+            settle_garbage_collector()
             log.info(
                 "esoteric is running on http://%s:%d; database %s; channels: %s",
                 settings.http_host,
