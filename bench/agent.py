@@ -42,6 +42,7 @@ from core.store.schema import upgrade_to_head  # noqa: E402
 from tests.support.keyword_knowledge import KeywordKnowledge  # noqa: E402
 
 QUESTION = "Which documents do I need for a home loan?"
+EMI_QUESTION = "What is the EMI on 25 lakh?"
 
 
 class Channel:
@@ -130,7 +131,7 @@ async def _agent_alone(
 
 
 async def _through_service(
-    agent: LLMAgent, server: StandIn, turns: int
+    agent: LLMAgent, server: StandIn, turns: int, text: str
 ) -> tuple[list[float], list[float]]:
     with tempfile.TemporaryDirectory() as tmp:
         db = create_database(f"sqlite+aiosqlite:///{tmp}/bench.db")
@@ -142,9 +143,7 @@ async def _through_service(
         try:
             for i in range(turns):
                 first = len((await server.timings())["requests"])
-                inbound = Inbound(
-                    "bench", f"chat-{i % 5}", f"user-{i % 5}", QUESTION, event_id=f"e{i}"
-                )
+                inbound = Inbound("bench", f"chat-{i % 5}", f"user-{i % 5}", text, event_id=f"e{i}")
                 started = time.perf_counter()
                 await service.handle(inbound)
                 total = time.perf_counter() - started
@@ -169,10 +168,9 @@ async def main(turns: int, ttft_ms: float, token_ms: float) -> None:
             )
             await _agent_alone(agent, server, 3, QUESTION)  # warm up the connection
             plain, plain_cpu = await _agent_alone(agent, server, turns, QUESTION)
-            tooled, tooled_cpu = await _agent_alone(
-                agent, server, turns, "What is the EMI on 25 lakh?"
-            )
-            service_overhead, to_channel = await _through_service(agent, server, turns)
+            tooled, tooled_cpu = await _agent_alone(agent, server, turns, EMI_QUESTION)
+            service_overhead, to_channel = await _through_service(agent, server, turns, QUESTION)
+            service_tooled, _ = await _through_service(agent, server, turns, EMI_QUESTION)
     finally:
         await server.stop()
     print(
@@ -184,6 +182,7 @@ async def main(turns: int, ttft_ms: float, token_ms: float) -> None:
     print(f"agent overhead, one EMI tool round   {_stats(tooled)}   target < 10 ms")
     print(f"  agent CPU per turn (all of it)     {_stats(tooled_cpu)}")
     print(f"whole turn overhead (service+SQLite) {_stats(service_overhead)}")
+    print(f"  the same, one EMI tool round       {_stats(service_tooled)}")
     print(f"first token -> channel               {_stats(to_channel)}   target < 50 ms")
 
 
