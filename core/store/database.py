@@ -110,8 +110,9 @@ def _store_errors() -> Iterator[None]:
 class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    # SQLite only: the hot path runs each transaction whole on one dedicated thread with the
-    # stdlib driver, one thread hop per transaction instead of several per statement.
+    # SQLite only: each transaction runs whole with the stdlib driver, on one dedicated thread
+    # (one hop per transaction, not several per statement) or, for the hot path when that
+    # thread is idle, on the event loop's own thread.
     sync_sessions: sessionmaker[Session] | None = None
     executor: ThreadPoolExecutor | None = None
     # Run a hot-path transaction on the event loop's own thread when the database thread is
