@@ -1,15 +1,22 @@
-"""The Bot API client: python-telegram-bot's ``ExtBot``, tolerant of one unparseable update.
+"""The Bot API client: python-telegram-bot's ``ExtBot``, tolerant of one unparseable update, and
+able to hold the next long poll until the last batch is stored.
 
 PTB parses a ``getUpdates`` batch all at once; if one update fails to parse (a field a newer Bot
 API made required, say), the whole batch is dropped without confirming its offset and fetched
 again, for ever, and the bot goes deaf. Here, only when that happens, the batch is parsed update
 by update and a bad one is replaced by an empty update with the same id, so polling moves past it
 and the handler ignores it.
+
+A ``getUpdates`` call with a new offset is what confirms the earlier updates to Telegram, which
+then forgets them. PTB's updater polls again as soon as it has queued a batch, before the bot
+has stored anything; ``hold_polls`` lets the channel make each poll wait until every update of
+the previous batch has been stored, so a crash can no longer lose a confirmed update.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from telegram import Update
@@ -25,6 +32,15 @@ class TolerantBot(ExtBot[None]):
         with self._unfrozen():
             # The raw JSON of the last getUpdates batch (updates are fetched one call at a time).
             self._last_batch: list[Any] = []
+            self._before_poll: Callable[[], Awaitable[None]] | None = None
+            self._after_poll: Callable[[Sequence[Update]], None] | None = None
+
+    def hold_polls(
+        self, before: Callable[[], Awaitable[None]], after: Callable[[Sequence[Update]], None]
+    ) -> None:
+        """``before`` is awaited ahead of every ``getUpdates``; ``after`` gets each batch."""
+        with self._unfrozen():
+            self._before_poll, self._after_poll = before, after
 
     async def _post(self, endpoint: str, data: Any = None, **kwargs: Any) -> Any:
         result = await super()._post(endpoint, data, **kwargs)
@@ -33,12 +49,17 @@ class TolerantBot(ExtBot[None]):
         return result
 
     async def get_updates(self, *args: Any, **kwargs: Any) -> tuple[Update, ...]:
+        if self._before_poll is not None:
+            await self._before_poll()
         try:
-            return await super().get_updates(*args, **kwargs)
+            updates = await super().get_updates(*args, **kwargs)
         except TelegramError:
             raise
         except Exception:  # whatever PTB's parsing raised; recovered update by update below
-            return tuple(self._parse_one(item) for item in self._last_batch)
+            updates = tuple(self._parse_one(item) for item in self._last_batch)
+        if self._after_poll is not None:
+            self._after_poll(updates)
+        return updates
 
     def _parse_one(self, item: Any) -> Update:
         try:

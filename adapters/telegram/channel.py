@@ -7,7 +7,7 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +83,9 @@ class TelegramConfig:
     typing_refresh: float = 4.5
     typing_max: float = 60.0
     poll_timeout: int = 10
+    # The next long poll (which confirms the last batch to Telegram) waits until that batch is
+    # stored; past this long it goes ahead anyway, with a warning, rather than stall the bot.
+    store_wait: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     stop_timeout: float = 30.0
 
@@ -135,6 +138,10 @@ class TelegramChannel:
         self._stored: dict[str | None, asyncio.Future[TurnOutcome] | None] = {}
         # Chats whose last reply showed the share-contact keyboard, to remove it afterwards.
         self._contact_keyboard: set[tuple[str, str]] = set()
+        # Long polling: update ids fetched and not yet through the handler (stored or ignored).
+        self._unsettled: set[int] = set()
+        self._settled = asyncio.Event()
+        self._settled.set()
         service.register_channel(CHANNEL, self)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -185,6 +192,7 @@ class TelegramChannel:
                 )
             else:
                 assert app.updater is not None
+                bot.hold_polls(self._before_poll, self._after_poll)
                 await app.updater.start_polling(
                     timeout=self.config.poll_timeout, allowed_updates=list(ALLOWED_UPDATES)
                 )
@@ -281,10 +289,38 @@ class TelegramChannel:
         if is_group(inbound.chat_key) and "message_id" in inbound.extra:
             self._answering[(inbound.chat_key, inbound.thread)] = int(inbound.extra["message_id"])
 
+    # -- long polling ----------------------------------------------------------------------------
+
+    def _after_poll(self, updates: Sequence[Update]) -> None:
+        if updates:
+            self._unsettled.update(u.update_id for u in updates)
+            self._settled.clear()
+
+    async def _before_poll(self) -> None:
+        """Hold the poll that would confirm the last batch until the batch is stored."""
+        if self._settled.is_set():
+            return
+        try:
+            async with asyncio.timeout(self.config.store_wait):
+                await self._settled.wait()
+        except TimeoutError:
+            log.warning(
+                "confirming Telegram updates %s before they were stored (waited %.0f s)",
+                sorted(self._unsettled),
+                self.config.store_wait,
+            )
+            self._unsettled.clear()
+            self._settled.set()
+
+    def _settle(self, update_id: int) -> None:
+        self._unsettled.discard(update_id)
+        if not self._unsettled:
+            self._settled.set()
+
     # -- inbound -------------------------------------------------------------------------------
 
     async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """PTB's one handler: normalise and queue, never wait for a turn here."""
+        """PTB's one handler: store and queue, never wait for a turn here."""
         try:
             if update.callback_query is not None:
                 self._spawn(self._answer_callback(update))
@@ -294,11 +330,25 @@ class TelegramChannel:
             assert self.identity is not None
             inbound = normalise(update, self.identity, self.codec.decode)
             if inbound is not None:
+                if inbound.event_id is not None and inbound.event_id not in self._stored:
+                    await self._store(inbound)  # a webhook delivery was stored on arrival
                 self.dispatcher.submit(inbound.key, inbound)
         except Exception as exc:
             chat = update.effective_chat
             target = Target(CHANNEL, str(chat.id)) if chat is not None else None
             await self._funnel(target, exc, f"update {update.update_id}")
+        finally:
+            self._settle(update.update_id)
+
+    async def _store(self, inbound: Inbound) -> None:
+        """Store a polled update now, in arrival order, so the next poll may confirm it. Its
+        turn may start at once, so the message it answers is noted first."""
+        self._note_answering(inbound)
+        try:
+            self._stored[inbound.event_id] = await self.service.accept(inbound)
+        except EsotericError as exc:
+            # The chat's worker tries again (and apologises if the database is still down).
+            log.warning("Telegram update %s not stored yet: %s", inbound.event_id, exc)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         # Errors PTB itself caught (a handler is not expected to raise past _on_update).
