@@ -166,7 +166,9 @@ def test_killed_mid_turn_answers_exactly_once_after_restart(tmp_path: Path) -> N
             pytest.fail("the inbound message was never stored")
         os.kill(proc.pid, signal.SIGKILL)
     finally:
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.kill()  # the test failed before its own kill
+        proc.communicate(timeout=30)  # reaps it and closes its pipes
     assert db_rows(tmp_path, "select status from messages") == [("received",)]
 
     restarted = run_chat(tmp_path, "")
