@@ -115,13 +115,10 @@ class Database:
     # thread is idle, on the event loop's own thread.
     sync_sessions: sessionmaker[Session] | None = None
     executor: ThreadPoolExecutor | None = None
-    # Run a hot-path transaction on the event loop's own thread when the database thread is
-    # idle and the write lock is free (see ``run_core``).
-    inline: bool = True
-    _hot: Connection | None = field(default=None, init=False, repr=False)
-    _hot_waits: bool = field(default=True, init=False, repr=False)
-    _in_thread: int = field(default=0, init=False, repr=False)
     busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+    _hot: Connection | None = field(default=None, init=False, repr=False)
+    # Calls queued or running on the database thread (see ``run_core``).
+    _in_thread: int = field(default=0, init=False, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -190,32 +187,22 @@ class Database:
 
     def _inline_ready(self) -> bool:
         hot = self._hot
-        return (
-            self.inline
-            and self._in_thread == 0
-            and hot is not None
-            and not hot.invalidated
-            and not hot.closed
-        )
-
-    def _hot_busy_timeout(self, wait: bool) -> None:
-        """On the loop's thread a locked database must fail at once; on the database thread
-        it waits up to the busy timeout."""
-        assert self._hot is not None
-        if self._hot_waits != wait:
-            timeout = self.busy_timeout_ms if wait else 0
-            # On the driver: through SQLAlchemy the PRAGMA would begin a transaction.
-            raw = self._hot.connection.driver_connection
-            assert raw is not None
-            raw.execute(f"PRAGMA busy_timeout={timeout}")
-            self._hot_waits = wait
+        return self._in_thread == 0 and hot is not None and not hot.invalidated and not hot.closed
 
     def _run_core_inline(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         hot = self._hot
         assert hot is not None
-        self._hot_busy_timeout(wait=False)
-        with hot.begin():
-            return fn(hot, *args, **kwargs)
+        # On the loop's thread a locked database must fail at once, not wait. The database
+        # thread's sessions share this connection, so it goes back to waiting afterwards.
+        # (PRAGMAs on the driver: through SQLAlchemy they would begin a transaction.)
+        raw = hot.connection.driver_connection
+        assert raw is not None
+        raw.execute("PRAGMA busy_timeout=0")
+        try:
+            with hot.begin():
+                return fn(hot, *args, **kwargs)
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
 
     def _run_core_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # The database thread keeps one connection checked out: taking it from the pool and
@@ -224,8 +211,6 @@ class Database:
         if self._hot is None or self._hot.invalidated or self._hot.closed:
             assert self.sync_sessions is not None
             self._hot = self.sync_sessions.kw["bind"].connect()
-            self._hot_waits = True
-        self._hot_busy_timeout(wait=True)
         with self._hot.begin():
             return fn(self._hot, *args, **kwargs)
 

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
+from sqlalchemy.orm import Session
 
 from core.errors import StoreUnavailable
 from core.store.database import Database, create_database
@@ -128,3 +129,33 @@ async def test_work_queued_on_the_database_thread_keeps_its_order(
     gate.set()
     await asyncio.gather(first, second)
     assert order == ["slow", "fast"]
+
+
+async def test_sessions_on_the_database_thread_still_wait_after_a_turn_on_the_loop(
+    tmp_path: Path,
+) -> None:
+    # The thread's sessions share the hot connection, which fails fast only while on the loop.
+    db = create_database(f"sqlite+aiosqlite:///{tmp_path / 'esoteric.db'}", busy_timeout_ms=5000)
+    await upgrade_to_head(db)
+    seen: list[str] = []
+    await db.run_core(_where, seen)
+    await db.run_core(_where, seen)
+    assert seen[1] == threading.current_thread().name  # the last transaction ran on the loop
+    other = sqlite3.connect(tmp_path / "esoteric.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    def write(session: Session) -> int:
+        session.execute(text("INSERT INTO probe (n) VALUES (99)"))
+        return int(session.scalar(text("SELECT count(*) FROM probe")) or 0)
+
+    async def release() -> None:
+        await asyncio.sleep(0.3)
+        other.execute("COMMIT")
+
+    try:
+        releasing = asyncio.create_task(release())
+        assert await db.run(write) == 3  # waited for the lock instead of failing at once
+        await releasing
+    finally:
+        other.close()
+        await db.dispose()
