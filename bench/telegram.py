@@ -300,12 +300,6 @@ async def core_alone(chats: int, waves: int, warmup: int, runtime: str) -> dict[
     }
 
 
-RUNTIMES = {
-    "asyncio": "asyncio's event loop and default GC, as a bare PTB bot runs",
-    "esoteric": "uvloop and the settled GC, as `esoteric serve` runs",
-}
-
-
 def settle(runtime: str) -> None:
     """After startup, the process tuning ``esoteric serve`` applies (see bot/server.py)."""
     if runtime == "esoteric":
@@ -316,7 +310,7 @@ def settle(runtime: str) -> None:
 
 def _child(kind: str, runtime: str, port: int, args: Any, first_update: int, out: Any) -> None:
     """One bot in one runtime, in a fresh process, so no run inherits another's loop or GC."""
-    from bot.cli import _loop_factory
+    from bot.cli import loop_factory
 
     base = f"http://127.0.0.1:{port}"
     api_url = f"{base}/bot"
@@ -336,7 +330,7 @@ def _child(kind: str, runtime: str, port: int, args: Any, first_update: int, out
         ),
         "core": lambda: core_alone(args.chats, args.waves, args.warmup, runtime),
     }
-    factory = _loop_factory() if runtime == "esoteric" else None
+    factory = loop_factory() if runtime == "esoteric" else None
     with asyncio.Runner(loop_factory=factory) as runner:
         out.send(runner.run(runs[kind]()))
 

@@ -98,7 +98,7 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop where it exists (not on Windows): every turn is a few dozen event-loop callbacks,
     socket reads and thread hand-offs, and uvloop does them at a fraction of asyncio's cost."""
     try:
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         runner = _cleanup if args.command == "sessions" else commands[args.command]
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as loop_runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as loop_runner:
             return loop_runner.run(runner(settings))
     except ConfigError as exc:
         print(f"esoteric: invalid setting {exc}", file=sys.stderr)
