@@ -7,6 +7,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -114,24 +115,26 @@ def db_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(name))
 
 
-@pytest.fixture
-async def database(db_url: str) -> AsyncIterator[Database]:
-    db = create_database(db_url)
+@asynccontextmanager
+async def _migrated(url: str) -> AsyncIterator[Database]:
+    db = create_database(url)
     await upgrade_to_head(db)
     try:
         yield db
     finally:
         await db.dispose()
+
+
+@pytest.fixture
+async def database(db_url: str) -> AsyncIterator[Database]:
+    async with _migrated(db_url) as db:
+        yield db
 
 
 @pytest.fixture
 async def sqlite_database(sqlite_url: str) -> AsyncIterator[Database]:
-    db = create_database(sqlite_url)
-    await upgrade_to_head(db)
-    try:
+    async with _migrated(sqlite_url) as db:
         yield db
-    finally:
-        await db.dispose()
 
 
 # Stand-ins shared by the tests that drive several platforms (handoff, admin, LLM).

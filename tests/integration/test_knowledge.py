@@ -29,6 +29,7 @@ from core.messages import Inbound
 from core.store.database import Database
 from core.store.models import Message
 from tests.conftest import MODEL_DIR
+from tests.support.knowledge_docs import docs_folder
 from tests.support.recording import RecordingPort
 from tests.unit.test_knowledge_documents import make_pdf
 
@@ -76,13 +77,7 @@ async def bundled_kb(
 
 @pytest.fixture
 def sample_folder(tmp_path: Path) -> Path:
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    (folder / "gold-loan.md").write_text(
-        "# Gold Loan\n\n## Purity\n\nWe accept gold ornaments of 18 to 22 carat purity.\n\n"
-        "## Valuation\n\nJewellery is weighed and tested at the branch in front of you.\n",
-        encoding="utf-8",
-    )
+    folder = docs_folder(tmp_path)
     (folder / "hours.txt").write_text(
         "Branches open from 10 am to 4 pm on weekdays.", encoding="utf-8"
     )

@@ -10,6 +10,7 @@ import pytest
 from bot.cli import main
 from bot.kb import IngestProgress
 from tests.conftest import MODEL_DIR
+from tests.support.knowledge_docs import docs_folder
 from tests.unit.test_knowledge_documents import make_pdf
 
 
@@ -23,13 +24,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "gold-loan.md").write_text(
-        "# Gold Loan\n\n## Purity\n\nWe accept gold ornaments of 18 to 22 carat purity.\n\n"
-        "## Valuation\n\nJewellery is weighed and tested at the branch in front of you.\n",
-        encoding="utf-8",
-    )
+    docs = docs_folder(tmp_path)
     (docs / "policy.pdf").write_bytes(make_pdf(["Nominees can claim locker contents."]))
     return docs
 

@@ -21,6 +21,7 @@ from bot.settings import load_settings
 from core.knowledge.base import COLLECTION
 from core.messages import Inbound
 from tests.conftest import MODEL_DIR
+from tests.support.knowledge_docs import docs_folder
 from tests.support.recording import RecordingPort
 
 CHROMA = Path(sys.executable).parent / "chroma"
@@ -93,13 +94,7 @@ def server(chroma_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "gold-loan.md").write_text(
-        "# Gold Loan\n\n## Purity\n\nWe accept gold ornaments of 18 to 22 carat purity.\n\n"
-        "## Valuation\n\nJewellery is weighed and tested at the branch in front of you.\n",
-        encoding="utf-8",
-    )
+    docs = docs_folder(tmp_path)
     return docs
 
 
