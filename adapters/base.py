@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from core.ports import OutboundPort
 
-class ChannelAdapter(Protocol):
+
+class ChannelAdapter(OutboundPort, Protocol):
+    """A channel: it receives (webhooks, polling, sockets) and is the core's outbound port."""
+
     name: str
 
     async def start(self) -> None:

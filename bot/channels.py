@@ -3,22 +3,38 @@ that channels can be added without touching each other."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from adapters.base import ChannelAdapter
 from bot.runtime import Runtime
 from core.errors import ConfigError
+from core.fanout import fanout_for
+from core.ratelimit import RateLimits
+from core.sendbudget import send_budget_for
+from core.store.leader import LeaderLock
+
+if TYPE_CHECKING:
+    from adapters.slack import SlackChannel
 
 
-def build_channels(runtime: Runtime) -> list[ChannelAdapter]:
+def build_channels(runtime: Runtime, *, receive: bool = True) -> list[ChannelAdapter]:
+    """The enabled channels, each connected to the core here and only here: its outbound port
+    registered with the service, the Slack channel attached to the handoff as its sales desk.
+    ``receive=False`` (``esoteric worker``): channels that only send."""
     channels: list[ChannelAdapter] = []
-    telegram = build_telegram(runtime)
+    telegram = build_telegram(runtime, receive=receive)
     if telegram is not None:
         channels.append(telegram)
     slack = build_slack(runtime)
     if slack is not None:
         channels.append(slack)
+        if slack.handoffs is not None:
+            slack.handoffs.attach_desk(slack)
     web = build_web(runtime)
     if web is not None:
         channels.append(web)
+    for channel in channels:
+        runtime.service.register_channel(channel.name, channel)
     return channels
 
 
@@ -36,13 +52,25 @@ def build_web(runtime: Runtime) -> ChannelAdapter | None:
         max_body_bytes=settings.max_body_bytes,
         page_key=settings.web_chat_key.get_secret_value() if settings.web_chat_key else None,
     )
+    # Rate limits and the sockets' fan-out span every process through Redis when it is set.
+    limits = RateLimits(settings.redis_url)
+    fanout = fanout_for(settings.redis_url)
+    runtime.close_later(limits.aclose)
+    runtime.close_later(fanout.aclose)
     return WebChannel(
-        runtime.service, runtime.db, config, runtime.knowledge, runtime.knowledge_problem
+        runtime.service,
+        runtime.db,
+        config,
+        runtime.knowledge,
+        runtime.knowledge_problem,
+        limits=limits,
+        fanout=fanout,
     )
 
 
-def build_telegram(runtime: Runtime) -> ChannelAdapter | None:
-    """Telegram when its bot token is set: long polling, or a webhook when its URL is set."""
+def build_telegram(runtime: Runtime, *, receive: bool = True) -> ChannelAdapter | None:
+    """Telegram when its bot token is set: long polling (by one process at a time when there
+    are several), or a webhook when its URL is set."""
     settings = runtime.settings
     if settings.telegram_bot_token is None:
         return None
@@ -54,11 +82,20 @@ def build_telegram(runtime: Runtime) -> ChannelAdapter | None:
         api_url=settings.telegram_api_url,
         webhook_url=settings.telegram_webhook_url,
         webhook_secret=secret.get_secret_value() if secret else None,
+        receive=receive,
     )
-    return TelegramChannel(runtime.service, config)
+    leader = (
+        LeaderLock(runtime.postgres_dsn, "telegram-polling")
+        if runtime.postgres_dsn is not None and receive and not config.webhook_url
+        else None
+    )
+    # Telegram's limits are the bot's, not a process's: shared through Redis when it is set.
+    budget = send_budget_for(settings.redis_url, config.messages_per_second)
+    runtime.close_later(budget.aclose)
+    return TelegramChannel(runtime.service, config, leader=leader, budget=budget)
 
 
-def build_slack(runtime: Runtime) -> ChannelAdapter | None:
+def build_slack(runtime: Runtime) -> SlackChannel | None:
     """Slack when its bot token is set, with the signing secret (HTTP events) or an app token
     (Socket Mode)."""
     settings = runtime.settings

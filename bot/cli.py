@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("chat", help="talk to the bot in this terminal (or pipe lines into it)")
     sub.add_parser("serve", help="run every configured channel until SIGINT/SIGTERM")
+    sub.add_parser("worker", help="turn workers only, no HTTP (Postgres deployments)")
     sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
     sessions = sub.add_parser("sessions", help="conversation sessions")
     sessions_sub = sessions.add_subparsers(dest="sessions_command", required=True, metavar="ACTION")
@@ -64,7 +65,8 @@ async def _chat(settings: Settings) -> int:
 
     async with open_runtime(settings) as runtime:
         console = ConsoleChannel(runtime.service)
-        await runtime.service.recover(["console"])
+        runtime.service.register_channel(console.name, console)
+        await runtime.service.recover(startup=True, wait=True)
         await console.run()
     return 0
 
@@ -98,6 +100,13 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
+async def _worker(settings: Settings) -> int:
+    from bot.server import work
+
+    await work(settings)
+    return 0
+
+
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop where it exists (not on Windows): every turn is a few dozen event-loop callbacks,
     socket reads and thread hand-offs, and uvloop does them at a fraction of asyncio's cost."""
@@ -119,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands: dict[str, Callable[[Settings], Coroutine[Any, Any, int]]] = {
         "chat": _chat,
         "serve": _serve,
+        "worker": _worker,
         "migrate": _migrate,
     }
     if args.command == "kb":

@@ -148,5 +148,5 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level)
     # Third-party chatter stays quiet unless something is wrong.
-    for noisy in ("apscheduler", "httpx", "alembic", "uvicorn.access"):
+    for noisy in ("apscheduler", "httpx", "alembic", "uvicorn.access", "procrastinate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -23,16 +23,35 @@ from core.agent.llm import LLMAgent, LLMConfig
 from core.agent.scripted import ScriptedAgent, ScriptedAgentConfig
 from core.catalogue import Catalogue, load_catalogue
 from core.conversation import ConversationService, ServiceConfig
+from core.engine import LocalTurnQueue, ProcrastinateTurnQueue, TurnQueue, dsn_of
 from core.errors import ConfigError
+from core.handlers import (
+    AdminCommands,
+    AgentAnswer,
+    BannedSender,
+    BroadcastOptIn,
+    Counters,
+    CustomerCommands,
+    Handler,
+    HumanHandoff,
+    InputGuards,
+    Paused,
+)
 from core.handoff import HandoffConfig, HandoffService, TickReport
 from core.jobs import close_idle_sessions, run_handoff_timers
 from core.knowledge.answer import knowledge_lookup
 from core.knowledge.query import QueryExpander
 from core.knowledge.types import KnowledgeSearch
+from core.outbox import Outbox
 from core.store.database import Database, create_database
 from core.store.schema import is_at_head, upgrade_to_head
+from core.store.turns import TurnStore
+from core.waiters import TurnWaiters
 
 log = logging.getLogger(__name__)
+
+# How often every process looks for work a crash or a lost job left behind.
+RECOVERY_SWEEP_SECONDS = 30
 
 
 @dataclass
@@ -51,22 +70,50 @@ class Runtime:
     # The human handoff to the sales desk, and the admin commands (None: built by hand).
     handoffs: HandoffService | None = None
     admin: AdminService | None = None
+    # libpq URL of the Postgres database (None on SQLite): the job queue, waiters, leader.
+    postgres_dsn: str | None = None
+    # Where parts built later (the channels' shared state) register their teardown.
+    stack: AsyncExitStack | None = None
+
+    def close_later(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Tear ``close`` down with the runtime (after the channels have stopped)."""
+        if self.stack is not None:
+            self.stack.push_async_callback(close)
 
     async def cleanup_sessions(self) -> int:
-        return await close_idle_sessions(self.db, self.settings.session_idle_minutes)
+        # Every process schedules it; one runs it at a time (the UPDATE is idempotent anyway).
+        async with self.db.singleton("close-idle-sessions") as mine:
+            if not mine:
+                return 0
+            return await close_idle_sessions(self.db, self.settings.session_idle_minutes)
 
     async def handoff_timers(self) -> TickReport | None:
-        return await run_handoff_timers(self.handoffs) if self.handoffs is not None else None
+        if self.handoffs is None:
+            return None
+        # One process at a time, so a reminder is sent once however many workers run.
+        async with self.db.singleton("handoff-timers") as mine:
+            return await run_handoff_timers(self.handoffs) if mine else None
+
+    async def recovery_sweep(self) -> int:
+        async with self.db.singleton("recovery-sweep") as mine:
+            return await self.service.recover() if mine else 0
 
 
-def build_handoff_and_admin(runtime: Runtime, stack: AsyncExitStack) -> None:
-    """The handoff service (its desk is attached when the Slack channel is built) and the admin
-    commands, both hooked into the turn pipeline."""
-    settings = runtime.settings
+def build_handoff_and_admin(
+    settings: Settings,
+    db: Database,
+    outbox: Outbox,
+    counters: Counters,
+    catalogue: Catalogue,
+    knowledge: Any | None,
+    stack: AsyncExitStack,
+) -> tuple[HandoffService, AdminService]:
+    """The handoff to the sales desk (its desk is attached when the Slack channel is built) and
+    the admin commands. Both reach customers through the outbox."""
     handoffs = HandoffService(
-        runtime.db,
-        runtime.service,
-        runtime.catalogue,
+        db,
+        outbox,
+        catalogue,
         HandoffConfig(
             sla_minutes=settings.handoff_sla_minutes,
             idle_minutes=settings.handoff_idle_minutes,
@@ -74,7 +121,6 @@ def build_handoff_and_admin(runtime: Runtime, stack: AsyncExitStack) -> None:
             currency=settings.currency,
         ),
     )
-    knowledge = runtime.knowledge
 
     async def reload_knowledge() -> str:
         from core.knowledge.ingest import sync_bundled
@@ -86,8 +132,9 @@ def build_handoff_and_admin(runtime: Runtime, stack: AsyncExitStack) -> None:
         return summary_of_ingest(report.added, report.unchanged, report.removed)
 
     admin = AdminService(
-        runtime.db,
-        runtime.service,
+        db,
+        outbox,
+        counters,
         AdminConfig(
             admins=frozenset(settings.admins),
             idle_minutes=settings.session_idle_minutes,
@@ -96,8 +143,38 @@ def build_handoff_and_admin(runtime: Runtime, stack: AsyncExitStack) -> None:
         reload_knowledge=reload_knowledge if knowledge is not None else None,
     )
     stack.push_async_callback(admin.aclose)
-    runtime.service.handoff, runtime.service.admin = handoffs, admin
-    runtime.handoffs, runtime.admin = handoffs, admin
+    return handoffs, admin
+
+
+def build_handlers(
+    settings: Settings,
+    db: Database,
+    agent: Agent,
+    scripted: ScriptedAgent,
+    counters: Counters,
+    admin: AdminService,
+    handoffs: HandoffService,
+    config: ServiceConfig,
+) -> list[Handler]:
+    """The turn's handler chain, in the order its rules need (see ``core.handlers``)."""
+    return [
+        BannedSender(),
+        AdminCommands(admin),
+        Paused(),
+        HumanHandoff(handoffs),
+        BroadcastOptIn(db),
+        InputGuards(config.max_text_chars),
+        CustomerCommands(scripted),
+        AgentAnswer(agent, scripted, counters, config.personas),
+    ]
+
+
+def build_queue(settings: Settings, dsn: str | None, *, run_jobs: bool = True) -> TurnQueue:
+    """Postgres: turns are jobs of procrastinate's queue, shared by every process. SQLite: one
+    process, a queue in memory."""
+    if dsn is None:
+        return LocalTurnQueue(settings.worker_concurrency)
+    return ProcrastinateTurnQueue(dsn, settings.worker_concurrency, run_jobs=run_jobs)
 
 
 async def prepare_database(settings: Settings, db: Database) -> None:
@@ -161,9 +238,17 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings, *, scheduler: bool = True) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    settings: Settings, *, scheduler: bool = True, run_turns: bool = True
+) -> AsyncIterator[Runtime]:
+    """Everything but the channels. ``run_turns=False``: this process stores messages and
+    queues turns, but runs none (Postgres only; other processes' workers run them)."""
     async with AsyncExitStack() as stack:
-        db = create_database(settings.resolved_database_url)
+        db = create_database(
+            settings.resolved_database_url,
+            # Turns hold connections only briefly; a few spare serve ingest and the API.
+            pool_size=min(20, max(5, settings.worker_concurrency // 2 + 4)),
+        )
         stack.push_async_callback(db.dispose)
         if db.is_sqlite:
             checkpoints = asyncio.create_task(db.keep_checkpointing(), name="sqlite-checkpoints")
@@ -192,15 +277,37 @@ async def open_runtime(settings: Settings, *, scheduler: bool = True) -> AsyncIt
         agent: Agent = scripted
         if settings.groq_api_key is not None:
             agent = build_llm_agent(settings, stack, catalogue, scripted, knowledge=knowledge)
+        dsn = dsn_of(settings.resolved_database_url) if db.is_postgres else None
+        config = ServiceConfig(
+            idle_minutes=settings.session_idle_minutes, concurrency=settings.worker_concurrency
+        )
+        queue = build_queue(settings, dsn, run_jobs=run_turns)
+        outbox = Outbox(TurnStore(db), queue)
+        counters = Counters()
+        handoffs, admin = build_handoff_and_admin(
+            settings, db, outbox, counters, catalogue, knowledge, stack
+        )
         service = ConversationService(
-            db, agent, scripted, ServiceConfig(idle_minutes=settings.session_idle_minutes)
+            db,
+            agent,
+            scripted,
+            config,
+            queue=queue,
+            outbox=outbox,
+            handlers=build_handlers(
+                settings, db, agent, scripted, counters, admin, handoffs, config
+            ),
+            waiters=TurnWaiters(outbox.store, listen_dsn=dsn),
+            counters=counters,
+            handoff=handoffs,
         )
         stack.push_async_callback(service.aclose)
 
         sched: AsyncIOScheduler | None = None
         runtime = Runtime(settings, db, catalogue, scripted, agent, service, None)
         runtime.knowledge, runtime.knowledge_problem = knowledge, knowledge_problem
-        build_handoff_and_admin(runtime, stack)
+        runtime.handoffs, runtime.admin, runtime.postgres_dsn = handoffs, admin, dsn
+        runtime.stack = stack
         if scheduler:
             sched = AsyncIOScheduler(timezone="UTC")
             sched.add_job(
@@ -216,6 +323,14 @@ async def open_runtime(settings: Settings, *, scheduler: bool = True) -> AsyncIt
                 "interval",
                 seconds=settings.handoff_check_seconds,
                 id="handoff-timers",
+                max_instances=1,
+                coalesce=True,
+            )
+            sched.add_job(
+                runtime.recovery_sweep,
+                "interval",
+                seconds=RECOVERY_SWEEP_SECONDS,
+                id="recovery-sweep",
                 max_instances=1,
                 coalesce=True,
             )

@@ -16,6 +16,7 @@ from bot.asgi import create_app
 from bot.channels import build_channels
 from bot.runtime import open_runtime
 from bot.settings import Settings
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,43 @@ def settle_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
+
+
+async def work(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """``esoteric worker``: turn workers only (Postgres). Channels are built to send, not to
+    receive; no HTTP server. Runs until SIGINT/SIGTERM, then lets running turns finish."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_runtime(settings) as runtime:
+        if not runtime.db.is_postgres:
+            raise ConfigError(
+                "DATABASE_URL",
+                "esoteric worker needs Postgres (the embedded SQLite default runs its turns in "
+                "esoteric serve)",
+            )
+        channels = build_channels(runtime, receive=False)
+        started: list[ChannelAdapter] = []
+        try:
+            for channel in channels:
+                await channel.start()
+                started.append(channel)
+            await runtime.service.start()
+            settle_garbage_collector()
+            log.info(
+                "esoteric worker is running %d turn(s) at a time; database %s; sends on: %s",
+                settings.worker_concurrency,
+                settings.safe_database_url(),
+                ", ".join(c.name for c in channels) or "none",
+            )
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            # Turns in flight finish first (the runtime closes the service), then channels.
+            await runtime.service.aclose()
+            for channel in reversed(started):
+                await channel.stop()
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -73,7 +111,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             for channel in channels:
                 await channel.start()
                 started.append(channel)
-            await runtime.service.recover([c.name for c in channels])
+            # Whatever a crash left: queued again (safe beside other processes' running turns).
+            await runtime.service.recover(startup=True)
             settle_garbage_collector()
             log.info(
                 "esoteric is running on http://%s:%d; database %s; channels: %s",

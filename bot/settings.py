@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     currency: str = Field(default="INR", pattern=r"^[A-Z]{3}$")
     max_emi_to_income: Decimal | None = Field(default=None, gt=0, lt=1)
     log_level: str = "INFO"
+    # Turns in flight per process: bounded so the database pool is never exhausted (a turn
+    # holds a connection only for its short transactions, never across an LLM call).
+    worker_concurrency: int = Field(default=16, ge=1, le=512)
+    # Shared state across processes (rate limits, Telegram's send budget, WebSocket fan-out).
+    redis_url: str | None = None
 
     @field_validator("admins", "api_keys", "cors_origins", mode="before")
     @classmethod
@@ -137,6 +142,15 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/") if not value.endswith("/api/") else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis:// (or rediss://, unix://) URL")
+        return value
 
     @field_validator("cors_origins")
     @classmethod

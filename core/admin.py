@@ -19,7 +19,7 @@ from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.jobs import close_idle_sessions
-from core.messages import CUSTOMER_COMMANDS, Choice, Command, Reply, Target, utcnow
+from core.messages import CUSTOMER_COMMANDS, Choice, Command, Reply, utcnow
 from core.store import repository as repo
 from core.store.database import Database
 from core.store.models import (
@@ -31,11 +31,13 @@ from core.store.models import (
     HandoffStatus,
     Lead,
     Message,
+    OutboxStatus,
     User,
 )
 
 if TYPE_CHECKING:
-    from core.conversation import ConversationService
+    from core.handlers import Counters
+    from core.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,8 @@ class AdminService:
     def __init__(
         self,
         db: Database,
-        service: ConversationService,
+        outbox: Outbox,
+        counters: Counters,
         config: AdminConfig,
         *,
         reload_knowledge: KnowledgeReload | None = None,
@@ -95,7 +98,8 @@ class AdminService:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.db = db
-        self.service = service
+        self.outbox = outbox
+        self.counters = counters
         self.config = config
         self.reload_knowledge = reload_knowledge
         self.clock = clock
@@ -257,7 +261,7 @@ class AdminService:
         fallbacks = sum(int(n) for _, n in reasons)
         # "no_key" is the offline agent by choice, not an LLM error.
         errors = sum(int(n) for reason, n in reasons if reason not in (None, "no_key"))
-        counters = self.service.counters
+        counters = self.counters
         waiting = handoffs.get(HandoffStatus.WAITING, 0)
         claimed = handoffs.get(HandoffStatus.CLAIMED, 0)
         lines = [
@@ -413,7 +417,7 @@ class AdminService:
             .where(
                 User.broadcast_opt_in.is_(True),
                 User.banned.is_(False),
-                User.channel.in_(list(self.service.ports)),
+                User.channel.in_(list(self.outbox.ports)),
             )
             .order_by(User.id)
         )
@@ -488,8 +492,15 @@ class AdminService:
                 .where(Broadcast.id == broadcast_id)
                 .values(recipients=len(recipients))
             )
+        # Each delivery is an outbox item first: a restart mid-broadcast sends the rest, once.
+        items = await self.outbox.store.add_broadcast_items(
+            broadcast_id,
+            [(channel, external_id) for _, channel, external_id in recipients],
+            Reply(text).payload(),
+            self.clock(),
+        )
         task = asyncio.create_task(
-            self._deliver_broadcast(actor, broadcast_id, text, recipients),
+            self._deliver_broadcast(actor, broadcast_id, items),
             name=f"broadcast:{broadcast_id}",
         )
         self._tasks.add(task)
@@ -504,35 +515,22 @@ class AdminService:
             details={"count": len(recipients)},
         )
 
-    async def _deliver_broadcast(
-        self,
-        actor: str,
-        broadcast_id: int,
-        text: str,
-        recipients: list[tuple[int, str, str]],
-    ) -> None:
+    async def _deliver_broadcast(self, actor: str, broadcast_id: int, items: list[int]) -> None:
         interval = 1.0 / self.config.broadcast_per_second
         sent = failed = 0
         try:
-            for index, (_, channel, external_id) in enumerate(recipients):
+            for index, item_id in enumerate(items):
                 if index:
                     await self.sleep(interval)
-                port = self.service.ports.get(channel)
-                try:
-                    if port is None:
-                        raise LookupError(f"no {channel} channel")
-                    await port.send(Target(channel, external_id), Reply(text))
+                outcome = await self.outbox.send_loose(item_id)
+                if outcome == OutboxStatus.SENT:
                     sent += 1
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
+                elif outcome is not None:
                     failed += 1
-                    log.warning(
-                        "broadcast %d to %s:%s failed: %s", broadcast_id, channel, external_id, exc
-                    )
+                    log.warning("broadcast %d: outbox item %d %s", broadcast_id, item_id, outcome)
         finally:
             # Recorded even when shutdown cuts the broadcast short: the counts say how far it got.
-            status = "sent" if sent + failed == len(recipients) else "interrupted"
+            status = "sent" if sent + failed == len(items) else "interrupted"
             now = self.clock()
             async with self.db.transaction() as session:
                 await session.execute(

@@ -1,9 +1,12 @@
-"""The turn pipeline: record, order, route, answer, persist, deliver.
+"""The turn pipeline: record, queue, route, answer, persist, deliver.
 
-``ConversationService.handle`` is the one entry point every channel calls. It stores the inbound
-message (deduplicated on the channel's event id) before doing anything else, then runs one turn at
-a time per conversation in arrival order, and marks the message answered only once the reply is
-persisted. ``recover`` answers whatever a crash left unanswered.
+``ConversationService.accept`` is what every channel calls: it stores the inbound message
+(deduplicated on the channel's event id) and queues a turn for its chat, before the channel
+acknowledges the delivery. The turn runs later, in this process or another (``core.engine``),
+one at a time per chat: it reads the chat's oldest unanswered message under that guarantee,
+routes it through the handler chain (``core.handlers``), persists the reply with its outbox
+item in one transaction, and sends it (``core.outbox``). ``handle`` is ``accept`` plus waiting
+for the turn's outcome (``core.waiters``). ``recover`` finds what a crash left behind.
 """
 
 from __future__ import annotations
@@ -12,29 +15,54 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeGuard
+from typing import Protocol
 
-from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from core.agent.base import Agent, AgentResult, StreamingAgent, TurnContext
+from core.agent.base import Agent, AgentResult
 from core.agent.scripted import ScriptedAgent
-from core.errors import AgentError, StoreUnavailable
-from core.messages import MAX_TEXT_CHARS, Command, Inbound, Reply, Target, parse_command, utcnow
-from core.ports import OutboundPort, StreamingPort
+from core.engine import LocalTurnQueue, TurnJob, TurnQueue
+from core.errors import StoreUnavailable
+from core.handlers import (
+    Counters,
+    Handler,
+    HandlerChain,
+    LiveReply,
+    Turn,
+    command_of,
+    default_handlers,
+)
+from core.messages import MAX_TEXT_CHARS, Inbound, Reply, Target, utcnow
+from core.outbox import Outbox
+from core.ports import OutboundPort
 from core.store import repository as repo
-from core.store import turns
 from core.store.database import Database
-from core.store.models import Conversation, ConversationStatus, MessageStatus, User
-from core.store.turns import TurnData
+from core.store.models import MessageStatus, OutboxStatus
+from core.store.turns import (
+    Answer,
+    OutboxRow,
+    Persisted,
+    Recorded,
+    TurnAlreadyAnswered,
+    TurnData,
+    TurnStore,
+)
+from core.waiters import TurnOutcome, TurnWaiters
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str, str]
+__all__ = ["ConversationService", "Counters", "ServiceConfig", "TurnOutcome"]
+
+# Conversation state the pipeline keeps for itself: the last reply asked for the contact.
+CONTACT_KEYBOARD = "_contact_keyboard"
+
+GAVE_UP = (
+    "Sorry, something went wrong on my side and I couldn't answer that. Please send it again "
+    "in a moment."
+)
 
 
 @dataclass(frozen=True)
@@ -42,129 +70,35 @@ class ServiceConfig:
     idle_minutes: int = 30
     history_messages: int = 20
     max_text_chars: int = MAX_TEXT_CHARS
+    # Turns in flight in this process (ESOTERIC_WORKER_CONCURRENCY).
+    concurrency: int = 16
+    # A message whose turn fails this many times is given up (the customer is told).
+    max_turn_attempts: int = 3
+    # Recovery leaves work younger than this to the jobs that are about to do it.
+    sweep_grace_seconds: float = 30.0
+    # An outbox item "sending" for longer than this belongs to a process that died.
+    send_deadline_seconds: float = 120.0
+    stop_grace_seconds: float = 30.0
     # Persona per channel: the sales team's Slack gets the internal assistant.
     personas: dict[str, str] = field(default_factory=lambda: {"slack": "sales"})
 
 
-class AdminHook(Protocol):
-    """Admin commands (core.admin.AdminService), routed before anything else but bans."""
-
-    def handles(self, name: str) -> bool: ...
-
-    async def run_command(
-        self, channel: str, sender_id: str, command: Command, chat_key: str
-    ) -> Reply: ...
-
-
-class HandoffHook(Protocol):
-    """The human handoff (core.handoff.HandoffService)."""
+class HandoffRequester(Protocol):
+    """Opens a human handoff (core.handoff.HandoffService)."""
 
     async def request(self, conversation_id: int, reason: str) -> int | None: ...
 
-    async def relay_from_customer(self, turn: TurnData) -> bool: ...
-
 
 @dataclass(frozen=True)
-class TurnOutcome:
-    message_id: int
-    conversation_id: int
-    reply: Reply | None
-    reply_id: int | None
+class Accepted:
+    """A stored message, and (when asked for) the future of its turn's outcome."""
 
+    recorded: Recorded
+    outcome: asyncio.Future[TurnOutcome] | None = None
 
-@dataclass
-class _Pending:
-    message_id: int
-    welcome_back: bool
-    future: asyncio.Future[TurnOutcome]
-    inbound: Inbound | None = None
-    live: _LiveReply | None = None
-    turn: TurnData | None = None
-
-
-class _LiveReply:
-    """The ``ReplyStream`` a streaming channel renders while the agent writes. Deltas flow as
-    they come; ``final()`` resolves only once the whole reply is persisted, so what the channel
-    leaves on screen is exactly what the database holds."""
-
-    def __init__(self) -> None:
-        self._deltas: asyncio.Queue[str | None] = asyncio.Queue()
-        self._final: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self.delivery: asyncio.Task[None] | None = None
-
-    def push(self, delta: str) -> None:
-        self._deltas.put_nowait(delta)
-
-    def end_deltas(self) -> None:
-        self._deltas.put_nowait(None)
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[str]:
-        while True:
-            delta = await self._deltas.get()
-            if delta is None:
-                self._deltas.put_nowait(None)  # a second iteration ends at once too
-                return
-            yield delta
-
-    async def final(self) -> Reply:
-        return await asyncio.shield(self._final)
-
-    def resolve(self, reply: Reply) -> None:
-        self.end_deltas()
-        if not self._final.done():
-            self._final.set_result(reply)
-
-    async def abort(self, exc: BaseException) -> None:
-        """The turn failed after the channel started rendering: let the channel's stream end
-        and collect its outcome so no task is left behind."""
-        self.end_deltas()
-        if not self._final.done():
-            self._final.set_exception(AgentError(f"the turn failed: {exc!r}"))
-            self._final.exception()  # retrieved here: the channel may never ask for it
-        if self.delivery is not None:
-            await asyncio.gather(self.delivery, return_exceptions=True)
-
-
-@dataclass
-class _Queue:
-    items: deque[_Pending] = field(default_factory=deque)
-    worker: asyncio.Task[None] | None = None
-
-
-@dataclass
-class Counters:
-    """Process-local figures for /metrics and admin stats."""
-
-    turns: int = 0
-    dedup_hits: int = 0
-    fallbacks: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
-
-
-# ``isinstance`` against a runtime-checkable protocol inspects the protocol's members each time,
-# and these checks run on every turn: remember the answer per class.
-_STREAMING: dict[tuple[type, type], bool] = {}
-
-
-def _conforms(obj: object, protocol: type) -> bool:
-    key = (type(obj), protocol)
-    if key not in _STREAMING:
-        _STREAMING[key] = isinstance(obj, protocol)
-    return _STREAMING[key]
-
-
-def _streaming_port(port: OutboundPort | None) -> TypeGuard[StreamingPort]:
-    return port is not None and _conforms(port, StreamingPort)
-
-
-def _streaming_agent(agent: Agent) -> TypeGuard[StreamingAgent]:
-    return _conforms(agent, StreamingAgent)
+    @property
+    def message_id(self) -> int:
+        return self.recorded.message_id
 
 
 class ConversationService:
@@ -175,27 +109,53 @@ class ConversationService:
         scripted: ScriptedAgent,
         config: ServiceConfig | None = None,
         clock: Callable[[], datetime] = utcnow,
+        *,
+        queue: TurnQueue | None = None,
+        outbox: Outbox | None = None,
+        handlers: Sequence[Handler] | None = None,
+        waiters: TurnWaiters | None = None,
+        counters: Counters | None = None,
+        handoff: HandoffRequester | None = None,
     ) -> None:
         self.db = db
         self.agent = agent
         self.scripted = scripted
         self.config = config or ServiceConfig()
         self.clock = clock
-        self.ports: dict[str, OutboundPort] = {}
-        self.counters = Counters()
-        self._ingest_locks: dict[Key, asyncio.Lock] = {}
-        self._ingest_users: dict[Key, int] = {}
-        self._queues: dict[Key, _Queue] = {}
-        self._workers: set[asyncio.Task[None]] = set()
+        self.queue = queue or LocalTurnQueue(self.config.concurrency)
+        self.outbox = outbox or Outbox(TurnStore(db), self.queue, clock)
+        if self.outbox.queue is None:
+            self.outbox.queue = self.queue
+        self.store = self.outbox.store
+        self.counters = counters or Counters()
+        self.chain = HandlerChain(
+            handlers
+            if handlers is not None
+            else default_handlers(
+                db,
+                agent,
+                scripted,
+                self.counters,
+                max_text_chars=self.config.max_text_chars,
+                personas=self.config.personas,
+            )
+        )
+        self.waiters = waiters or TurnWaiters(self.store)
+        self.handoff = handoff
+        self._ingest_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._ingest_users: dict[tuple[str, str, str], int] = {}
+        self._started = False
         self._closing = False
-        # Set by the composition root: admin commands, and the human handoff.
-        self.admin: AdminHook | None = None
-        self.handoff: HandoffHook | None = None
 
-    # -- wiring ------------------------------------------------------------------------------
+    # -- wiring and lifecycle ------------------------------------------------------------------
+
+    @property
+    def ports(self) -> dict[str, OutboundPort]:
+        return self.outbox.ports
 
     def register_channel(self, name: str, port: OutboundPort) -> None:
-        self.ports[name] = port
+        """Called by the composition root: replies for ``name`` go out through ``port``."""
+        self.outbox.register(name, port)
 
     @property
     def _history_limit(self) -> int:
@@ -204,55 +164,84 @@ class ConversationService:
 
     @property
     def queued(self) -> int:
-        return sum(len(q.items) for q in self._queues.values())
+        """Turns running or waiting in this process."""
+        return self.queue.running + self.queue.waiting
 
-    # -- entry point -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start this process's turn workers (idempotent)."""
+        if self._started:
+            return
+        self._started = True
+        await self.queue.start(self.run_turn)
+        await self.waiters.start()
+
+    async def idle(self) -> None:
+        """Wait until no turn runs (or waits) in this process."""
+        await self.queue.idle()
+
+    async def aclose(self) -> None:
+        """Stop taking messages and let turns in flight finish."""
+        self._closing = True
+        if self._started:
+            await self.queue.stop(self.config.stop_grace_seconds)
+            await self.waiters.stop()
+
+    # -- entry points --------------------------------------------------------------------------
 
     async def handle(self, inbound: Inbound) -> TurnOutcome | None:
-        """Record ``inbound`` and answer it in its conversation's order. Returns ``None`` for a
-        duplicate delivery. Raises ``StoreUnavailable`` when the message could not be stored."""
-        future = await self.accept(inbound)
-        return None if future is None else await future
+        """Record ``inbound`` and wait for its turn. ``None`` for a duplicate delivery. Raises
+        ``StoreUnavailable`` when the message could not be stored."""
+        accepted = await self.accept(inbound, expect=True)
+        if accepted is None:
+            return None
+        assert accepted.outcome is not None
+        return await asyncio.shield(accepted.outcome)
 
-    async def accept(self, inbound: Inbound) -> asyncio.Future[TurnOutcome] | None:
-        """Store ``inbound`` and queue its turn, returning the turn's future (``None`` for a
-        duplicate). For channels that must acknowledge a delivery only once it is stored, and
-        not wait for the answer."""
+    async def accept(self, inbound: Inbound, *, expect: bool = False) -> Accepted | None:
+        """Store ``inbound`` and queue its chat's turn; ``None`` for a duplicate. Returns once
+        the message is stored, which is when a channel may acknowledge its delivery. With
+        ``expect``, the result carries the future of the turn's outcome."""
         if self._closing:
             raise StoreUnavailable("shutting down")
-        key = inbound.key
-        async with self._ingest_lock(key):
-            # With no turn running or queued for this conversation, the turn starts as soon as
-            # the message is stored, so read its data in the same transaction. Only on SQLite:
-            # there no other process can run a turn in between and make the read stale.
-            prefetch = (
-                self._history_limit if self.db.is_sqlite and key not in self._queues else None
-            )
+        await self.start()
+        async with self._ingest_lock(inbound.key):
+            # In arrival order within this process: concurrent deliveries of one chat get their
+            # ids (and their turns) in the order they came in.
             try:
-                recorded = await self.db.run_core(
-                    turns.record_inbound,
-                    inbound,
-                    self.clock(),
-                    timedelta(minutes=self.config.idle_minutes),
-                    prefetch,
+                recorded = await self.store.record_inbound(
+                    inbound, self.clock(), timedelta(minutes=self.config.idle_minutes)
                 )
             except IntegrityError:
                 # Another process stored the same event between our check and our insert.
                 recorded = None
-            if recorded is None:
-                self.counters.dedup_hits += 1
-                log.info(
-                    "duplicate delivery ignored",
-                    extra={"channel": inbound.channel, "event_id": inbound.event_id},
-                )
-                return None
-            # Enqueued before the ingest lock is released, so queue order is arrival order.
-            return self._enqueue(
-                key, recorded.message_id, recorded.welcome_back, inbound, recorded.turn
+        if recorded is None:
+            self.counters.dedup_hits += 1
+            log.info(
+                "duplicate delivery ignored",
+                extra={"channel": inbound.channel, "event_id": inbound.event_id},
             )
+            return None
+        future = self.waiters.expect(recorded.message_id) if expect else None
+        try:
+            await self.queue.defer(TurnJob(recorded.chat, recorded.message_id))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Stored is what counts: recovery queues the turn of a message that has none.
+            log.warning("turn of message %d not queued yet: %s", recorded.message_id, exc)
+        return Accepted(recorded, future)
+
+    async def outcome_of(self, message_id: int) -> TurnOutcome:
+        """Wait for a stored message's turn, wherever it runs (a retried API call)."""
+        future = self.waiters.expect(message_id)
+        await self.waiters.check([message_id])
+        return await asyncio.shield(future)
+
+    async def find_event(self, channel: str, event_id: str) -> Recorded | None:
+        return await self.store.find_event(channel, event_id)
 
     @contextlib.asynccontextmanager
-    async def _ingest_lock(self, key: Key) -> AsyncIterator[None]:
+    async def _ingest_lock(self, key: tuple[str, str, str]) -> AsyncIterator[None]:
         lock = self._ingest_locks.setdefault(key, asyncio.Lock())
         self._ingest_users[key] = self._ingest_users.get(key, 0) + 1
         try:
@@ -264,219 +253,148 @@ class ConversationService:
                 del self._ingest_users[key]
                 del self._ingest_locks[key]
 
-    def _enqueue(
-        self,
-        key: Key,
-        message_id: int,
-        welcome_back: bool,
-        inbound: Inbound | None,
-        turn: TurnData | None = None,
-    ) -> asyncio.Future[TurnOutcome]:
-        future: asyncio.Future[TurnOutcome] = asyncio.get_running_loop().create_future()
-        queue = self._queues.setdefault(key, _Queue())
-        queue.items.append(_Pending(message_id, welcome_back, future, inbound, turn=turn))
-        if queue.worker is None:
-            queue.worker = asyncio.create_task(self._drain(key, queue), name=f"turns:{key}")
-            self._workers.add(queue.worker)
-            queue.worker.add_done_callback(self._workers.discard)
-        return future
+    # -- the turn ------------------------------------------------------------------------------
 
-    async def _drain(self, key: Key, queue: _Queue) -> None:
-        try:
-            while queue.items:
-                pending = queue.items[0]
-                try:
-                    outcome = await self._turn(pending)
-                except asyncio.CancelledError:
-                    pending.future.cancel()
-                    raise
-                except Exception as exc:
-                    # The message stays "received" and is answered again by recover().
-                    self.counters.errors += 1
-                    log.exception("turn failed", extra={"message_id": pending.message_id})
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
-                else:
-                    if not pending.future.done():
-                        pending.future.set_result(outcome)
-                queue.items.popleft()
-        finally:
-            for pending in queue.items:
-                pending.future.cancel()
-            if self._queues.get(key) is queue:
-                del self._queues[key]
+    async def run_turn(self, job: TurnJob) -> None:
+        """A job of the chat's turn queue: send what the chat has pending, then answer its
+        oldest messages until the job's own message is answered. Runs one at a time per chat,
+        so everything read here is current."""
+        chat = job.chat or await self.store.chat_of(job.message_id, job.outbox_id)
+        if chat is None:
+            return  # its conversation was deleted
+        while True:
+            data, pending = await self.store.load_turn(chat, self._history_limit)
+            clear = await self.outbox.flush(pending) if pending else True
+            if data is None or job.message_id is None or data.message_ids[0] > job.message_id:
+                return
+            try:
+                await self._answer(data, clear)
+            except TurnAlreadyAnswered as exc:
+                log.warning("turn run twice; its reply dropped: %s", exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._failed(data, exc)
+                # Given up: on to the chat's next message.
+            if data.message_ids[-1] >= job.message_id:
+                return
 
-    # -- one turn ------------------------------------------------------------------------------
-
-    async def _turn(self, pending: _Pending) -> TurnOutcome:
+    async def _answer(self, data: TurnData, clear: bool) -> None:
         started = time.perf_counter()
-        turn = pending.turn or await self.db.run_core(
-            turns.load_turn, pending.message_id, self._history_limit
-        )
-        if turn is None:
-            raise LookupError(f"message {pending.message_id} vanished")
-        if turn.message_status != MessageStatus.RECEIVED:
-            # Another process (or an earlier run) already answered it.
-            return TurnOutcome(turn.message_id, turn.conversation_id, None, None)
-        target = Target(turn.channel, turn.chat_key, turn.thread)
-        port = self.ports.get(turn.channel)
-
+        target = Target(data.channel, data.chat_key, data.thread, data.platform_message_id)
+        port = self.outbox.ports.get(data.channel)
+        turn = Turn(data, command_of(data), target, port, may_stream=clear)
         try:
-            async with self._cross_process_lock(turn.conversation_id):
-                result = await self._route(turn, pending, port, target)
-                reply_id = await self._persist(turn, result, started)
+            result = await self.chain.route(turn)
+            reply, persisted = await self._persist(turn, result, clear, started)
         except BaseException as exc:
-            if pending.live is not None:
-                await pending.live.abort(exc)
+            if turn.live is not None:
+                await turn.live.abort(exc)
             raise
-        if pending.live is not None:
-            await self._finish_stream(pending.live, result, reply_id)
-        elif result is not None and port is not None:
-            await self._deliver(port, target, result.reply, reply_id)
+        status = MessageStatus.IGNORED if result is None else MessageStatus.ANSWERED
+        if persisted is not None and reply is not None:
+            item = _item(data, persisted, reply)
+            if turn.live is not None:
+                await self._finish_stream(turn.live, reply, item)
+            elif persisted.sending:
+                await self.outbox.send(item)
+        elif turn.live is not None:
+            await turn.live.abort(RuntimeError("no reply for this turn"))
         if result is not None and (result.wants_human or result.lead is not None):
-            await self._request_handoff(turn.conversation_id, result)
+            await self._request_handoff(data.conversation_id, result)
         self.counters.turns += 1
         self.counters.latencies.append(time.perf_counter() - started)
-        return TurnOutcome(
-            turn.message_id, turn.conversation_id, result.reply if result else None, reply_id
+        self.waiters.resolve(
+            TurnOutcome(
+                data.message_id,
+                data.conversation_id,
+                reply,
+                persisted.reply_id if persisted else None,
+                status,
+            ),
+            data.message_ids,
         )
 
-    @contextlib.asynccontextmanager
-    async def _cross_process_lock(self, conversation_id: int) -> AsyncIterator[None]:
-        """One turn at a time per conversation across processes. Postgres: an advisory lock held
-        on its own connection for the turn. SQLite is single-writer already."""
-        if not self.db.is_postgres:
-            yield
-            return
-        async with self.db.engine.connect() as conn:
-            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": conversation_id})
-            await conn.commit()
-            try:
-                yield
-            finally:
-                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": conversation_id})
-                await conn.commit()
-
-    async def _route(
-        self, turn: TurnData, pending: _Pending, port: OutboundPort | None, target: Target
-    ) -> AgentResult | None:
-        if turn.user_banned:
-            return None  # stored, never answered, and no LLM call
-        state = turn.state
-        inbound = pending.inbound
-        command = inbound.command if inbound is not None else parse_command(turn.text)
-        if command is not None and self.admin is not None and self.admin.handles(command.name):
-            # Before the pause checks: a paused bot must still take "resume".
-            reply = await self.admin.run_command(
-                turn.channel, turn.user_external_id or "", command, turn.chat_key
-            )
-            return AgentResult(reply, state, meta={"admin": command.name})
-        if turn.paused or turn.bot_paused:
-            return None
-        if turn.conversation_status == ConversationStatus.HANDOFF and (
-            self.handoff is None or await self.handoff.relay_from_customer(turn)
-        ):
-            return None
-        if command is not None and command.name in ("subscribe", "unsubscribe"):
-            return await self._opt_in(turn, command.name == "subscribe")
-        if len(turn.text) > self.config.max_text_chars:
-            return AgentResult(
-                Reply(
-                    f"That message is too long for me ({len(turn.text):,} characters; the "
-                    f"limit is {self.config.max_text_chars:,}). Please send a shorter one."
-                ),
-                state,
-            )
-        if command is not None:
-            handled = self._customer_command(command.name, state)
-            if handled is not None:
-                return handled
-        if not turn.text.strip():
-            attachments = turn.meta.get("attachments")
-            if attachments:
-                return AgentResult(
-                    Reply(
-                        "Thanks! I can only read text messages, so I can't open that "
-                        f"{attachments[0]}. Please type your question and I'll help."
-                    ),
-                    state,
-                )
-            return AgentResult(Reply("I didn't catch any text there. How can I help?"), state)
-        ctx = TurnContext(
-            conversation_id=turn.conversation_id,
-            channel=turn.channel,
-            text=turn.text,
-            state=state,
-            history=turn.history,
-            sender_name=turn.user_name,
-            contact_phone=(inbound.contact_phone if inbound else None)
-            or (turn.user_phone if turn.meta.get("contact_shared") else None),
-            persona=self.config.personas.get(turn.channel, "customer"),
-            summary=turn.summary,
+    async def _persist(
+        self, turn: Turn, result: AgentResult | None, clear: bool, started: float
+    ) -> tuple[Reply | None, Persisted | None]:
+        data = turn.data
+        if result is None:
+            await self.store.persist_turn(data, Answer(None, data.state, {}), self.clock(), False)
+            return None, None
+        reply, state = result.reply, dict(result.state)
+        # A reply keyboard asking for the contact stays until a later reply takes it away.
+        if reply.request_contact:
+            state[CONTACT_KEYBOARD] = True
+        elif data.state.get(CONTACT_KEYBOARD):
+            reply = Reply(reply.text, reply.choices, reply.citations, reply.request_contact, True)
+            state.pop(CONTACT_KEYBOARD, None)
+        meta = dict(result.meta)
+        meta.setdefault("latency_ms", round((time.perf_counter() - started) * 1000, 2))
+        self.counters.prompt_tokens += int(meta.get("prompt_tokens") or 0)
+        self.counters.completion_tokens += int(meta.get("completion_tokens") or 0)
+        if reply.citations:
+            meta["citations"] = [c.as_dict() for c in reply.citations]
+        if reply.choices:
+            meta["choices"] = [{"label": c.label, "value": c.value} for c in reply.choices]
+        close = meta.get("close")
+        answer = Answer(
+            reply.text,
+            state,
+            meta,
+            summary=result.summary,
+            lead=result.lead,
+            close_reason=str(close) if close else None,
+            payload=reply.payload(),
         )
-        if port is not None:
-            with contextlib.suppress(Exception):
-                await port.typing(target)
-        try:
-            result = await self._ask_agent(ctx, port, target, pending)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            if self.agent is self.scripted:
-                raise
-            # The LLM agent already falls back internally; this is the last line of defence.
-            self.counters.fallbacks += 1
-            log.exception("agent failed; scripted agent answers")
-            result = await self.scripted.respond(ctx)
-            result.meta["fallback"] = True
-        if pending.welcome_back and not result.reply.text.startswith("Welcome back"):
-            reply = result.reply
-            result.reply = Reply(
-                "Welcome back! " + reply.text, reply.choices, reply.citations, reply.request_contact
-            )
-        return result
+        # Behind an item waiting out a retry-after, the reply waits too (the chat's flush
+        # sends it), so nothing of a chat overtakes anything.
+        persisted = await self.store.persist_turn(data, answer, self.clock(), clear)
+        return reply, persisted
 
-    async def _ask_agent(
-        self, ctx: TurnContext, port: OutboundPort | None, target: Target, pending: _Pending
-    ) -> AgentResult:
-        """Stream when both the channel and the agent can; otherwise one whole reply."""
-        agent = self.agent
-        if not (_streaming_port(port) and _streaming_agent(agent)):
-            return await agent.respond(ctx)
-        live = pending.live = _LiveReply()
-        live.delivery = asyncio.create_task(port.stream(target, live), name="reply-stream")
-        result: AgentResult | None = None
-        try:
-            async for item in agent.stream(ctx):
-                if isinstance(item, AgentResult):
-                    result = item
-                else:
-                    live.push(item)
-        finally:
-            live.end_deltas()
-        if result is None:
-            raise AgentError("the agent's stream ended without a result")
-        result.meta["streamed"] = True
-        return result
-
-    async def _finish_stream(
-        self, live: _LiveReply, result: AgentResult | None, reply_id: int | None
-    ) -> None:
-        if result is None:
-            await live.abort(AgentError("no reply for this turn"))
-            return
-        live.resolve(result.reply)
-        status = MessageStatus.SENT
+    async def _finish_stream(self, live: LiveReply, reply: Reply, item: OutboxRow) -> None:
+        live.resolve(reply)
+        status, error = OutboxStatus.SENT, None
         assert live.delivery is not None
         try:
             await live.delivery
         except asyncio.CancelledError:
             raise
-        except Exception:
-            status = MessageStatus.FAILED
-            log.exception("streamed delivery failed", extra={"reply_id": reply_id})
-        if reply_id is not None:
-            await self.db.run_core(turns.set_delivery, reply_id, status)
+        except Exception as exc:
+            status, error = OutboxStatus.FAILED, str(exc)[:500]
+            log.exception("streamed delivery failed", extra={"reply_id": item.message_id})
+        await self.store.mark_outbox(item.id, item.message_id, status, self.clock(), error)
+
+    async def _failed(self, data: TurnData, exc: Exception) -> None:
+        """A turn raised. Counted against its messages: retried (the job raises, the queue
+        tries again with backoff) until ``max_turn_attempts``, then given up with an apology,
+        so one bad message never blocks its chat."""
+        self.counters.errors += 1
+        log.error(
+            "turn failed",
+            exc_info=exc,
+            extra={"message_id": data.message_id, "conversation_id": data.conversation_id},
+        )
+        gave_up = await self.store.record_failure(
+            data.message_ids, self.clock(), self.config.max_turn_attempts
+        )
+        if not gave_up:
+            raise exc
+        self.waiters.resolve(
+            TurnOutcome(data.message_id, data.conversation_id, None, None, MessageStatus.FAILED),
+            data.message_ids,
+        )
+        added = await self.store.add_outbound(
+            data.conversation_id,
+            "bot",
+            GAVE_UP,
+            "notice",
+            Reply(GAVE_UP).payload(),
+            {"notice": "gave_up"},
+            self.clock(),
+        )
+        if added is not None:
+            await self.outbox.flush_chat(data.chat)
 
     async def _request_handoff(self, conversation_id: int, result: AgentResult) -> None:
         """The customer asked for a person or left a lead: open a handoff. The reply is already
@@ -492,83 +410,6 @@ class ConversationService:
         except Exception:
             log.exception("handoff not opened", extra={"conversation_id": conversation_id})
 
-    async def _opt_in(self, turn: TurnData, on: bool) -> AgentResult:
-        """/subscribe and /unsubscribe: whether admin broadcasts reach this customer."""
-        if turn.user_id is not None:
-            async with self.db.transaction() as session:
-                await session.execute(
-                    update(User).where(User.id == turn.user_id).values(broadcast_opt_in=on)
-                )
-        text = (
-            "Done: you'll receive our occasional announcements. Send /unsubscribe to stop."
-            if on
-            else "Done: you won't receive announcements any more. Send /subscribe to resume."
-        )
-        return AgentResult(Reply(text), turn.state)
-
-    def _customer_command(self, name: str, state: dict[str, Any]) -> AgentResult | None:
-        if name == "start":
-            return AgentResult(self.scripted.greeting(), {"stage": "need"})
-        if name == "help":
-            return AgentResult(self.scripted.help(), state)
-        if name == "reset":
-            result = AgentResult(
-                Reply(
-                    "Done: I've cleared our conversation. Say hi whenever you're ready, or tell "
-                    "me which loan you need."
-                ),
-                {},
-            )
-            result.meta["close"] = "reset"
-            return result
-        if name == "human":
-            return self.scripted.ask_consent(state, wants_human=True)
-        return AgentResult(
-            Reply(f"Sorry, I don't know the command /{name}. Type /help to see what I can do."),
-            state,
-        )
-
-    async def _persist(
-        self, turn: TurnData, result: AgentResult | None, started: float
-    ) -> int | None:
-        if result is None:
-            answer = turns.Answer(None, turn.state, {})
-        else:
-            meta = dict(result.meta)
-            meta.setdefault("latency_ms", round((time.perf_counter() - started) * 1000, 2))
-            self.counters.prompt_tokens += int(meta.get("prompt_tokens") or 0)
-            self.counters.completion_tokens += int(meta.get("completion_tokens") or 0)
-            if result.reply.citations:
-                meta["citations"] = [c.as_dict() for c in result.reply.citations]
-            if result.reply.choices:
-                meta["choices"] = [
-                    {"label": c.label, "value": c.value} for c in result.reply.choices
-                ]
-            close = meta.get("close")
-            answer = turns.Answer(
-                result.reply.text,
-                result.state,
-                meta,
-                summary=result.summary,
-                lead=result.lead,
-                close_reason=str(close) if close else None,
-            )
-        return await self.db.run_core(turns.persist_turn, turn, answer, self.clock())
-
-    async def _deliver(
-        self, port: OutboundPort, target: Target, reply: Reply, reply_id: int | None
-    ) -> None:
-        status = MessageStatus.SENT
-        try:
-            await port.send(target, reply)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            status = MessageStatus.FAILED
-            log.exception("delivery failed", extra={"reply_id": reply_id})
-        if reply_id is not None:
-            await self.db.run_core(turns.set_delivery, reply_id, status)
-
     async def close_conversation(
         self, channel: str, chat_key: str, thread: str = "", reason: str = "closed"
     ) -> bool:
@@ -581,51 +422,65 @@ class ConversationService:
             repo.close(conversation, reason, self.clock())
         return True
 
-    # -- recovery and shutdown ------------------------------------------------------------------
+    # -- recovery ----------------------------------------------------------------------------------
 
-    async def recover(self, channels: list[str] | None = None) -> int:
-        """Answer inbound messages a crash left unanswered and deliver replies left pending.
-        Returns how many inbound messages were answered."""
-        names = channels if channels is not None else list(self.ports)
-        if not names:
-            return 0
-        async with self.db.transaction() as session:
-            undelivered = await repo.undelivered(session, names)
-            pending = await repo.unanswered(session, names)
-        for out in undelivered:
-            conv_target = await self._target_of(out.conversation_id)
-            port = self.ports.get(out.channel)
-            if port is not None and conv_target is not None:
-                reply = Reply(out.text)
-                await self._deliver(port, conv_target, reply, out.id)
+    async def recover(self, *, startup: bool = False, wait: bool = False) -> int:
+        """Queue the turns a crash (or a lost job) left behind, send what was persisted and
+        never sent, and give up items a dead process was sending. Safe beside running workers:
+        every job it queues is one the chat's lock orders and its queueing lock deduplicates.
+        Returns how many chats had unanswered messages; with ``wait``, once they are answered."""
+        now = self.clock()
+        await self.start()
+        grace = 0.0 if startup else self.config.sweep_grace_seconds
+        # One process on SQLite: at startup, anything "sending" was the previous run's.
+        stale = (
+            now
+            if startup and self.db.is_sqlite
+            else now - timedelta(seconds=self.config.send_deadline_seconds)
+        )
+        backlog = await self.store.find_backlog(now - timedelta(seconds=grace), stale)
+        if backlog.abandoned:
+            log.warning(
+                "%d message(s) were being sent when a process stopped: marked unknown, "
+                "not sent again",
+                backlog.abandoned,
+            )
         futures = []
-        for message_id, channel, chat_key, thread in pending:
-            futures.append(self._enqueue((channel, chat_key, thread), message_id, False, None))
-        answered = 0
-        for future in futures:
-            try:
-                outcome = await future
-            except Exception:
-                log.exception("recovery turn failed")
-                continue
-            answered += outcome.reply_id is not None
+        for chat, message_id in backlog.unanswered:
+            if wait:
+                futures.append(self.waiters.expect(message_id))
+            await self.queue.defer(TurnJob(chat, message_id))
+        for chat, outbox_id in backlog.chats_to_flush:
+            await self.queue.defer(TurnJob(chat, outbox_id=outbox_id))
+        for item_id in backlog.loose_items:
+            await self.outbox.send_loose(item_id)
         if futures:
-            log.info("recovered %d unanswered message(s)", len(futures))
-        return answered
+            log.info("recovering %d chat(s) with unanswered messages", len(futures))
+            await asyncio.gather(*futures, return_exceptions=True)
+        return len(backlog.unanswered)
 
-    async def _target_of(self, conversation_id: int) -> Target | None:
-        async with self.db.transaction() as session:
-            row = (
-                await session.execute(
-                    select(Conversation.channel, Conversation.chat_key, Conversation.thread).where(
-                        Conversation.id == conversation_id
-                    )
-                )
-            ).first()
-        return Target(row[0], row[1], row[2]) if row else None
+    async def keep_recovering(self, every: float = 30.0) -> None:
+        """Run ``recover`` every ``every`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.recover()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: the next sweep tries again
+                log.warning("recovery sweep failed: %s", exc)
 
-    async def aclose(self) -> None:
-        """Stop taking messages and let turns in flight finish."""
-        self._closing = True
-        if self._workers:
-            await asyncio.gather(*list(self._workers), return_exceptions=True)
+
+def _item(data: TurnData, persisted: Persisted, reply: Reply) -> OutboxRow:
+    return OutboxRow(
+        id=persisted.outbox_id,
+        conversation_id=data.conversation_id,
+        message_id=persisted.reply_id,
+        channel=data.channel,
+        chat_key=data.chat_key,
+        thread=data.thread,
+        reply_to=data.platform_message_id,
+        payload=reply.payload(),
+        status=OutboxStatus.SENDING,
+        not_before=None,
+    )

@@ -40,6 +40,14 @@ class ChannelError(EsotericError):
     """A channel could not deliver or receive a message."""
 
 
+class RetryLater(ChannelError):
+    """The platform asked to wait (a rate limit): send again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class AgentError(EsotericError):
     """The LLM agent failed; the scripted agent answers instead."""
 

@@ -16,9 +16,8 @@ channel's ``OutboundPort`` (``ConversationService.ports``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,9 +28,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.catalogue import Catalogue
+from core.engine import TurnJob
 from core.hours import BusinessHours
-from core.messages import Reply, Target, utcnow
+from core.messages import Reply, utcnow
 from core.money import format_money
+from core.outbox import Outbox
 from core.store import repository as repo
 from core.store.database import Database
 from core.store.models import (
@@ -41,12 +42,11 @@ from core.store.models import (
     HandoffStatus,
     Lead,
     Message,
-    MessageStatus,
     User,
 )
+from core.store.turns import ChatAddress
 
 if TYPE_CHECKING:
-    from core.conversation import ConversationService
     from core.store.turns import TurnData
 
 log = logging.getLogger(__name__)
@@ -176,36 +176,20 @@ class HandoffService:
     def __init__(
         self,
         db: Database,
-        service: ConversationService,
+        outbox: Outbox,
         catalogue: Catalogue | None = None,
         config: HandoffConfig | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
-        self.service = service
+        self.outbox = outbox
         self.catalogue = catalogue
         self.config = config or HandoffConfig()
         self.clock = clock
         self.desk: SalesDeskPort | None = None
-        # One writer at a time towards each customer, so relayed messages keep their order.
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._users: dict[int, int] = {}
 
     def attach_desk(self, desk: SalesDeskPort) -> None:
         self.desk = desk
-
-    @contextlib.asynccontextmanager
-    async def _conversation_lock(self, conversation_id: int) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(conversation_id, asyncio.Lock())
-        self._users[conversation_id] = self._users.get(conversation_id, 0) + 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._users[conversation_id] -= 1
-            if not self._users[conversation_id]:
-                del self._users[conversation_id]
-                del self._locks[conversation_id]
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -676,87 +660,49 @@ class HandoffService:
             return RelayResult(RelayOutcome.OTHER_REP, handoff.assigned_name)
         name = handoff.assigned_name or rep_id
         shown = f"**{name}:** {text}"
-        async with self._conversation_lock(handoff.conversation_id):
-            now = self.clock()
-            try:
-                async with self.db.transaction() as session:
-                    conversation = await session.get(Conversation, handoff.conversation_id)
-                    assert conversation is not None
-                    message_id = (
-                        await session.execute(
-                            insert(Message)
-                            .values(
-                                conversation_id=conversation.id,
-                                channel=conversation.channel,
-                                direction="out",
-                                author=f"human:{rep_id}",
-                                text=shown,
-                                platform_event_id=f"{DESK}:{event_id}" if event_id else None,
-                                status=MessageStatus.PENDING,
-                                created_at=now,
-                                meta={"handoff_id": handoff.id, "rep_name": name},
-                            )
-                            .returning(Message.id)
-                        )
-                    ).scalar_one()
-                    conversation.last_activity_at = now
-                    await session.execute(
-                        update(Handoff).where(Handoff.id == handoff.id).values(last_activity_at=now)
-                    )
-                    target = Target(
-                        conversation.channel, conversation.chat_key, conversation.thread
-                    )
-            except IntegrityError:
-                return RelayResult(RelayOutcome.DUPLICATE)
-            await self._deliver(target, Reply(shown), message_id)
-        return RelayResult(RelayOutcome.RELAYED, name)
-
-    async def _deliver(self, target: Target, reply: Reply, message_id: int) -> None:
-        port = self.service.ports.get(target.channel)
-        status = MessageStatus.FAILED
-        if port is None:
-            # Left pending: the channel's next start delivers it (ConversationService.recover).
-            log.warning(
-                "no %s channel to reach the customer; message %d kept", target.channel, message_id
-            )
-            return
+        now = self.clock()
         try:
-            await port.send(target, reply)
-            status = MessageStatus.SENT
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("handoff message %d not delivered", message_id)
+            added = await self.outbox.store.add_outbound(
+                handoff.conversation_id,
+                f"human:{rep_id}",
+                shown,
+                "relay",
+                Reply(shown).payload(),
+                {"handoff_id": handoff.id, "rep_name": name},
+                now,
+                event_id=f"{DESK}:{event_id}" if event_id else None,
+            )
+        except IntegrityError:
+            return RelayResult(RelayOutcome.DUPLICATE)
         async with self.db.transaction() as session:
             await session.execute(
-                update(Message).where(Message.id == message_id).values(status=status)
+                update(Handoff).where(Handoff.id == handoff.id).values(last_activity_at=now)
             )
+        if added is not None:
+            await self._send_pending(added[2], added[1])
+        return RelayResult(RelayOutcome.RELAYED, name)
+
+    async def _send_pending(self, chat: ChatAddress, outbox_id: int) -> None:
+        """The chat's turn sends it, in order with the bot's own replies (any process may)."""
+        queue = self.outbox.queue
+        if queue is None:
+            await self.outbox.flush_chat(chat)
+        else:
+            await queue.defer(TurnJob(chat, outbox_id=outbox_id))
 
     async def _tell_customer(self, conversation_id: int, text: str, kind: str) -> None:
         """A notice from the bot to the customer, persisted like any reply."""
-        async with self._conversation_lock(conversation_id):
-            async with self.db.transaction() as session:
-                conversation = await session.get(Conversation, conversation_id)
-                if conversation is None:
-                    return
-                message_id = (
-                    await session.execute(
-                        insert(Message)
-                        .values(
-                            conversation_id=conversation_id,
-                            channel=conversation.channel,
-                            direction="out",
-                            author="bot",
-                            text=text,
-                            status=MessageStatus.PENDING,
-                            created_at=self.clock(),
-                            meta={"handoff": kind},
-                        )
-                        .returning(Message.id)
-                    )
-                ).scalar_one()
-                target = Target(conversation.channel, conversation.chat_key, conversation.thread)
-            await self._deliver(target, Reply(text), message_id)
+        added = await self.outbox.store.add_outbound(
+            conversation_id,
+            "bot",
+            text,
+            "notice",
+            Reply(text).payload(),
+            {"handoff": kind},
+            self.clock(),
+        )
+        if added is not None:
+            await self._send_pending(added[2], added[1])
 
     @staticmethod
     async def _quietly(work: Awaitable[object]) -> None:

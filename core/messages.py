@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 MAX_TEXT_CHARS = 4000
 
@@ -69,11 +70,14 @@ class Inbound:
 
 @dataclass(frozen=True)
 class Target:
-    """Where a reply goes: the channel's own address for a conversation."""
+    """Where a reply goes: the channel's own address for a conversation, and the platform id of
+    the message it answers (group replies quote it). It travels with the turn, so whichever
+    process sends the reply knows what it answers."""
 
     channel: str
     chat_key: str
     thread: str = ""
+    reply_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,3 +112,40 @@ class Reply:
     choices: tuple[Choice, ...] = ()
     citations: tuple[Citation, ...] = ()
     request_contact: bool = False
+    # The previous reply asked for the contact (a reply keyboard on Telegram): take it away.
+    remove_keyboard: bool = False
+
+    def payload(self) -> dict[str, Any]:
+        """The reply as the outbox stores it (JSON)."""
+        data: dict[str, Any] = {"text": self.text}
+        if self.choices:
+            data["choices"] = [{"label": c.label, "value": c.value} for c in self.choices]
+        if self.citations:
+            data["citations"] = [c.as_dict() for c in self.citations]
+        if self.request_contact:
+            data["request_contact"] = True
+        if self.remove_keyboard:
+            data["remove_keyboard"] = True
+        return data
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> Reply:
+        """A stored reply (an outbox payload, or a message's meta with its text)."""
+        return cls(
+            str(data.get("text") or ""),
+            tuple(
+                Choice(str(c.get("label", "")), str(c.get("value", "")))
+                for c in data.get("choices") or ()
+            ),
+            tuple(
+                Citation(
+                    str(c.get("source", "")),
+                    str(c.get("heading", "")),
+                    str(c.get("chunk_id", "")),
+                    c.get("score"),
+                )
+                for c in data.get("citations") or ()
+            ),
+            bool(data.get("request_contact")),
+            bool(data.get("remove_keyboard")),
+        )

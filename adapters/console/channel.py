@@ -37,6 +37,8 @@ def render(reply: Reply) -> str:
 class ConsoleChannel:
     """Reads lines, hands each to the core, prints each reply."""
 
+    name = CHANNEL
+
     def __init__(
         self,
         service: ConversationService,
@@ -49,7 +51,6 @@ class ConsoleChannel:
         self.user = user or _local_user()
         self.interactive = sys.stdin.isatty() if interactive is None else interactive
         self._choices: tuple[Choice, ...] = ()
-        service.register_channel(CHANNEL, self)
 
     @property
     def chat_key(self) -> str:

@@ -20,23 +20,23 @@ from datetime import datetime
 from typing import Any
 
 from core.conversation import ConversationService, TurnOutcome
+from core.fanout import FanOut, LocalFanOut, Subscription
 from core.knowledge.types import Hit
-from core.messages import Choice, Citation, Inbound, Reply, Target, parse_command, utcnow
+from core.messages import Inbound, Reply, Target, parse_command, utcnow
 from core.ports import ReplyStream
+from core.ratelimit import RateLimits
 from core.sessions import (
     SessionRecord,
     SessionView,
-    StoredReply,
     create_session,
     end_session,
     find_session,
     session_view,
-    stored_reply,
 )
 from core.store.database import Database
 
 from .models import reply_frame
-from .security import ApiKeys, RateLimiter
+from .security import ApiKeys
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +67,41 @@ class ChatResult:
     reply: Reply | None
     message_id: int | None
     duplicate: bool
+    # How the turn ended: answered, ignored (a deliberate silence) or failed (given up).
+    status: str = "answered"
+
+
+def _result(outcome: TurnOutcome, duplicate: bool) -> ChatResult:
+    return ChatResult(outcome.reply, outcome.reply_id, duplicate, outcome.status)
 
 
 class Socket:
-    """One open WebSocket: frames are sent one at a time (deltas, typing and errors of
-    concurrent turns would otherwise interleave mid-frame)."""
+    """One open WebSocket. Frames queue up and one writer sends them in order (deltas, typing
+    and errors of concurrent turns never interleave), so a slow browser never holds up the
+    fan-out that feeds every socket of this process. A client that reads nothing is dropped."""
+
+    MAX_QUEUED = 1000
 
     def __init__(self, send_json: Callable[[dict[str, Any]], Any]) -> None:
         self._send_json = send_json
-        self._lock = asyncio.Lock()
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._writer = asyncio.create_task(self._write(), name="websocket-writer")
         self.alive = True
+        self.subscription: Subscription | None = None
 
     async def send(self, frame: dict[str, Any]) -> None:
         if not self.alive:
             return
-        async with self._lock:
+        if self._queue.qsize() >= self.MAX_QUEUED:
+            self.alive = False
+            return
+        self._queue.put_nowait(frame)
+
+    async def _write(self) -> None:
+        while True:
+            frame = await self._queue.get()
+            if frame is None:
+                return
             try:
                 await self._send_json(frame)
             except asyncio.CancelledError:
@@ -89,6 +109,21 @@ class Socket:
             except Exception:
                 # The browser went away; the reply is stored and shown again on reconnect.
                 self.alive = False
+                return
+
+    async def close(self, grace: float = 1.0) -> None:
+        """Send what is queued (for up to ``grace`` seconds), then stop writing."""
+        self.alive = False
+        self._queue.put_nowait(None)
+        done, _ = await asyncio.wait([self._writer], timeout=grace)
+        if not done:
+            self._writer.cancel()
+        await asyncio.gather(self._writer, return_exceptions=True)
+
+
+def topic(session_id: str) -> str:
+    """The fan-out topic of a session: its frames reach its sockets in whichever process."""
+    return f"ws:{session_id}"
 
 
 def session_tag(session_id: str) -> str:
@@ -109,6 +144,9 @@ class WebChannel:
         knowledge: Any | None = None,
         knowledge_problem: str | None = None,
         clock: Callable[[], datetime] = utcnow,
+        *,
+        limits: RateLimits | None = None,
+        fanout: FanOut | None = None,
     ) -> None:
         self.service = service
         self.db = db
@@ -117,17 +155,19 @@ class WebChannel:
         self.knowledge_problem = knowledge_problem
         self.clock = clock
         self.keys = ApiKeys(config.api_keys)
-        self.limiter = RateLimiter(config.rate_limit_per_minute)
+        # Shared by every process when backed by Redis (one limit per key, not per process).
+        self.limits = limits or RateLimits()
+        # A reply produced in any process reaches the sockets open in this one.
+        self.fanout = fanout or LocalFanOut()
         self._sockets: dict[str, set[Socket]] = {}
-        self._inflight: dict[str, asyncio.Future[TurnOutcome | None]] = {}
         self._turns: set[asyncio.Task[Any]] = set()
         self._accepting = True
         self._session_cache: dict[str, tuple[SessionRecord, float]] = {}
-        service.register_channel(CHANNEL, self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.fanout.start()
         self._accepting = True
 
     async def stop(self) -> None:
@@ -166,11 +206,7 @@ class WebChannel:
         await self._fan_out(target.chat_key, reply_frame(await reply.final()))
 
     async def _fan_out(self, session_id: str, frame: dict[str, Any]) -> None:
-        sockets = self._sockets.get(session_id)
-        if not sockets:
-            return
-        for socket in list(sockets):
-            await socket.send(frame)
+        await self.fanout.publish(topic(session_id), frame)
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -216,8 +252,7 @@ class WebChannel:
     async def end(self, record: SessionRecord) -> None:
         self._session_cache.pop(record.id, None)
         await self.db.run(end_session, record.id, CHANNEL, self.clock())
-        for socket in list(self._sockets.get(record.id, ())):
-            await socket.send({"type": "error", "code": "session_ended", "detail": ENDED})
+        await self._fan_out(record.id, {"type": "error", "code": "session_ended", "detail": ENDED})
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -233,43 +268,42 @@ class WebChannel:
         )
 
     async def converse(self, inbound: Inbound) -> ChatResult:
-        """Hand one message to the core and wait for its turn. A retry of a message still in
-        progress waits for the same answer; a retry of an answered one gets the stored reply."""
+        """Hand one message to the core and wait for its turn, which may run in any process.
+        A retry of a message (same client message id, on any worker) waits for the same turn
+        and gets its reply and message id, marked as a duplicate."""
         if not self._accepting:
             raise ShuttingDown
-        event_id = inbound.event_id
-        if event_id is not None and event_id in self._inflight:
-            outcome = await asyncio.shield(self._inflight[event_id])
-            return await self._result(outcome, event_id, duplicate=True)
-        task = asyncio.ensure_future(self.service.handle(inbound))
+        task = asyncio.ensure_future(self._converse(inbound))
         self._turns.add(task)
         task.add_done_callback(self._turns.discard)
-        if event_id is not None:
-            self._inflight[event_id] = task
-            task.add_done_callback(lambda _: self._inflight.pop(event_id, None))
-        # Shielded: a client that disconnects does not cancel the turn, which still answers.
-        outcome = await asyncio.shield(task)
-        return await self._result(outcome, event_id, duplicate=outcome is None)
+        # Shielded: a client that disconnects does not cancel the wait; the turn answers anyway.
+        return await asyncio.shield(task)
 
-    async def _result(
-        self, outcome: TurnOutcome | None, event_id: str | None, duplicate: bool
-    ) -> ChatResult:
-        if outcome is not None:
-            return ChatResult(outcome.reply, outcome.reply_id, duplicate)
-        if event_id is None:
-            return ChatResult(None, None, duplicate)
-        stored = await self.db.run(stored_reply, CHANNEL, event_id)
-        return ChatResult(_reply_of(stored), None, True)
+    async def _converse(self, inbound: Inbound) -> ChatResult:
+        accepted = await self.service.accept(inbound, expect=True)
+        if accepted is not None:
+            assert accepted.outcome is not None
+            return _result(await accepted.outcome, duplicate=False)
+        if inbound.event_id is None:
+            return ChatResult(None, None, True)
+        original = await self.service.find_event(CHANNEL, inbound.event_id)
+        if original is None:  # stored a moment ago by a request that then failed
+            return ChatResult(None, None, True)
+        return _result(await self.service.outcome_of(original.message_id), duplicate=True)
 
-    def subscribe(self, session_id: str, socket: Socket) -> None:
+    async def subscribe(self, session_id: str, socket: Socket) -> None:
+        socket.subscription = await self.fanout.subscribe(topic(session_id), socket.send)
         self._sockets.setdefault(session_id, set()).add(socket)
 
-    def unsubscribe(self, session_id: str, socket: Socket) -> None:
+    async def unsubscribe(self, session_id: str, socket: Socket) -> None:
         sockets = self._sockets.get(session_id)
         if sockets is not None:
             sockets.discard(socket)
             if not sockets:
                 del self._sockets[session_id]
+        if socket.subscription is not None:
+            await socket.subscription.close()
+            socket.subscription = None
 
     def track(self, task: asyncio.Task[Any]) -> None:
         self._turns.add(task)
@@ -290,22 +324,3 @@ class KnowledgeMissing(Exception):
 
 BYE = "The server is restarting. Reconnect in a moment; your conversation is kept."
 ENDED = "This chat session has ended. Start a new one to keep talking."
-
-
-def _reply_of(stored: StoredReply | None) -> Reply | None:
-    if stored is None or stored.text is None:
-        return None
-    citations = tuple(
-        Citation(
-            str(c.get("source", "")),
-            str(c.get("heading", "")),
-            str(c.get("chunk_id", "")),
-            c.get("score"),
-        )
-        for c in stored.meta.get("citations") or ()
-    )
-    choices = tuple(
-        Choice(str(c.get("label", "")), str(c.get("value", "")))
-        for c in stored.meta.get("choices") or ()
-    )
-    return Reply(stored.text, choices, citations)

@@ -16,6 +16,7 @@ from core import logcontext
 from core.errors import StoreUnavailable
 from core.messages import MAX_TEXT_CHARS
 from core.sessions import SessionRecord
+from core.store.models import MessageStatus
 
 from .channel import ChatResult, KnowledgeMissing, ShuttingDown, Socket, WebChannel, session_tag
 from .models import (
@@ -90,7 +91,7 @@ def build_router(channel: WebChannel) -> APIRouter:
                 "missing or unknown API key: send it as X-API-Key or Authorization: Bearer",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        wait = channel.limiter.take(owner)
+        wait = await channel.limits.take("api-key", owner, channel.config.rate_limit_per_minute)
         if wait:
             raise HTTPException(
                 429,
@@ -183,6 +184,8 @@ def build_router(channel: WebChannel) -> APIRouter:
             result = await _store(channel.converse(inbound))
         except ShuttingDown:
             raise _unavailable("the server is restarting; send the message again") from None
+        if result.status == MessageStatus.FAILED:
+            raise HTTPException(500, "the bot could not answer this message; send it again")
         return _chat_out(record.id, result)
 
     @router.post(
@@ -284,13 +287,13 @@ async def _serve_socket(channel: WebChannel, websocket: WebSocket, session_id: s
             return
         logcontext.conversation_id.set(session_tag(session_id))
         socket = Socket(websocket.send_json)
-        channel.subscribe(session_id, socket)
         try:
+            await channel.subscribe(session_id, socket)
             await socket.send({"type": "ready", "session_id": session_id})
             await _receive_loop(channel, websocket, socket, session_id, owner)
         finally:
-            channel.unsubscribe(session_id, socket)
-            socket.alive = False
+            await channel.unsubscribe(session_id, socket)
+            await socket.close()
     except WebSocketDisconnect:
         return
 
@@ -316,7 +319,7 @@ async def _receive_loop(
         except ValidationError as exc:
             await socket.send(_error("invalid", _first_problem(exc)))
             continue
-        wait = channel.limiter.take(owner)
+        wait = await channel.limits.take("api-key", owner, channel.config.rate_limit_per_minute)
         if wait:
             await socket.send(
                 {

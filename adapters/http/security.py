@@ -1,13 +1,10 @@
-"""API keys compared in constant time, and a token-bucket rate limit per key."""
+"""API keys compared in constant time (rate limits: ``core.ratelimit``)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import math
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 
 def key_hash(key: str) -> str:
@@ -45,32 +42,3 @@ def presented_key(x_api_key: str | None, authorization: str | None) -> str | Non
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
     return None
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-class RateLimiter:
-    """``per_minute`` requests per key, refilled continuously, bursts up to ``per_minute``."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self.clock = clock
-        self._buckets: dict[str, _Bucket] = {}
-
-    def take(self, key: str) -> int:
-        """Spend one request; 0 when allowed, else the whole seconds to wait before retrying."""
-        now = self.clock()
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(self.capacity, now)
-        bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate)
-        bucket.updated = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0
-        return max(1, math.ceil((1.0 - bucket.tokens) / self.rate))

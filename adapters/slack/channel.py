@@ -1,8 +1,9 @@
 """The Slack channel: the sales team's assistant, on the Events API or Socket Mode.
 
-slack-bolt's ``AsyncApp`` dispatches; this module only translates. Every listener acknowledges at
-once and hands the slow part (the turn, a desk command) to a tracked background task, so Slack
-gets its answer well inside 3 seconds and shutdown can wait for work in flight. Retried
+slack-bolt's ``AsyncApp`` dispatches; this module only translates. A message is stored (and its
+turn queued in the core) before bolt acknowledges it, which takes milliseconds, well inside
+Slack's 3 seconds; a message that could not be stored gets an error status, so Slack delivers it
+again. Slow work (the turn itself, a desk command) runs after the acknowledgement. Retried
 deliveries are left to the core's dedup on ``event_id``; the ``X-Slack-Retry-Num`` header is
 never a reason to drop an event (Socket Mode sets it to "0" on first deliveries).
 """
@@ -167,9 +168,6 @@ class SlackChannel:
         self.app.command(COMMAND)(self._on_command)
         self.app.action(re.compile(ACTION_PATTERN))(self._on_action)
         self.app.action(re.compile(HANDOFF_ACTION_PATTERN))(self._on_handoff_action)
-        service.register_channel(CHANNEL, self)
-        if self.handoffs is not None:
-            self.handoffs.attach_desk(self)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -215,9 +213,14 @@ class SlackChannel:
             self.client.session = None
 
     async def idle(self) -> None:
-        """Wait until every background task this channel started has finished."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Wait until every background task this channel started, and every turn it queued in
+        this process, has finished."""
+        while True:
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await self.service.idle()
+            if not self._tasks:
+                return
 
     async def check(self) -> tuple[bool, str]:
         if self.identity is None:
@@ -286,7 +289,7 @@ class SlackChannel:
             return
         thread = str(event.get("thread_ts") or event["ts"])
         self._joined(channel, thread)
-        self._spawn(self._receive(event, body.get("event_id"), thread, bot), "mention")
+        await self._receive(event, body.get("event_id"), thread, bot)
 
     async def _on_message(
         self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
@@ -298,7 +301,7 @@ class SlackChannel:
         event_id = body.get("event_id")
         if is_dm(channel) or event.get("channel_type") == "im":
             thread = str(event.get("thread_ts") or "")
-            self._spawn(self._receive(event, event_id, thread, bot), "dm")
+            await self._receive(event, event_id, thread, bot)
             return
         thread_ts = event.get("thread_ts")
         text = str(event.get("text") or "")
@@ -311,12 +314,12 @@ class SlackChannel:
         ):
             # A rep in a lead card's thread talks to the customer; "@Esoteric ..." there is a
             # question for the bot (app_mention), not for the customer.
-            self._spawn(self._relay(event, event_id, str(thread_ts), bot), "relay")
+            await self._relay(event, event_id, str(thread_ts), bot)
             return
         if not thread_ts or (bot is not None and mentions(text, bot.user_id)):
             # Top-level chatter is not for the bot; a mention comes as app_mention.
             return
-        self._spawn(self._follow_up(event, event_id, str(thread_ts), bot), "thread")
+        await self._follow_up(event, event_id, str(thread_ts), bot)
 
     async def _on_command(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
@@ -355,7 +358,7 @@ class SlackChannel:
         thread = str(message.get("thread_ts") or ("" if is_dm(channel) else message.get("ts", "")))
         event = {"channel": channel, "user": user, "text": value, "ts": action.get("action_ts")}
         event_id = f"action:{action.get('action_ts')}:{user}"
-        self._spawn(self._receive(event, event_id, thread, self.identity), "choice")
+        await self._receive(event, event_id, thread, self.identity)
 
     async def _on_handoff_action(
         self, ack: Any, body: dict[str, Any], action: dict[str, Any]
@@ -464,23 +467,15 @@ class SlackChannel:
     async def _receive(
         self, event: dict[str, Any], event_id: Any, thread: str, bot: BotIdentity | None
     ) -> None:
-        target = Target(CHANNEL, str(event["channel"]), thread)
+        """Store a message (its turn is queued in the core). Raises when it could not be
+        stored: bolt then answers with an error status and Slack delivers it again."""
         try:
             name = await self._user_name(str(event["user"]))
             inbound = to_inbound(event, str(event_id) if event_id else None, thread, bot, name)
-            await self.service.handle(inbound)
-        except asyncio.CancelledError:
-            raise
+            await self.service.accept(inbound)
         except StoreUnavailable:
             log.exception("slack message not stored", extra={"event_id": event_id})
-            await self._apologise(
-                target, "Sorry, I couldn't take that message just now. Please send it again."
-            )
-        except Exception:
-            log.exception("slack turn failed", extra={"event_id": event_id})
-            await self._apologise(
-                target, "Sorry, something went wrong while answering that. Please try again."
-            )
+            raise
 
     async def _follow_up(
         self, event: dict[str, Any], event_id: Any, thread: str, bot: BotIdentity | None
@@ -573,12 +568,6 @@ class SlackChannel:
             return Reply(f"Usage: {COMMAND} release [ID]")
         handoff_id = int(args[0].lstrip("#")) if args else None
         return Reply((await self.handoffs.release(user, handoff_id)).message)
-
-    async def _apologise(self, target: Target, text: str) -> None:
-        try:
-            await self.send(target, Reply(text))
-        except ChannelError:
-            log.exception("apology not delivered")
 
     # -- outbound port -----------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatAction, ChatMemberStatus, ParseMode
-from telegram.error import BadRequest, InvalidToken, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from adapters.telegram.bot import TolerantBot
@@ -32,9 +32,7 @@ from adapters.telegram.delivery import (
     ChatBlocked,
     FloodLimited,
     RetryPolicy,
-    SendPacer,
 )
-from adapters.telegram.dispatch import ChatDispatcher
 from adapters.telegram.normalise import CHANNEL, BotIdentity, is_group, normalise
 from adapters.telegram.render import (
     CallbackCodec,
@@ -47,10 +45,12 @@ from adapters.telegram.render import (
     split_text,
 )
 from adapters.telegram.transport import AiohttpRequest
-from core.conversation import ConversationService, TurnOutcome
+from core.conversation import ConversationService
 from core.errors import ChannelError, ConfigError, EsotericError, StoreUnavailable
-from core.messages import Inbound, Reply, Target
+from core.messages import Reply, Target
 from core.ports import ReplyStream
+from core.sendbudget import LocalSendBudget, SendBudget
+from core.store.leader import LeaderLock
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ class TelegramConfig:
     api_url: str | None = None  # python-telegram-bot's base_url, e.g. http://host:port/bot
     webhook_url: str | None = None
     webhook_secret: str | None = None
-    # Chats answered at once; each chat still gets one turn at a time.
-    workers: int = 8
+    # HTTP connections to the Bot API (turns in flight share them).
+    connections: int = 16
     # Telegram allows about 30 messages a second per bot; None disables the pace (benchmarks).
     messages_per_second: float | None = 30.0
     # Streaming edits: Telegram allows about one message a second per chat, 20 a minute in groups.
@@ -84,10 +84,13 @@ class TelegramConfig:
     typing_max: float = 60.0
     poll_timeout: int = 10
     # The next long poll (which confirms the last batch to Telegram) waits until that batch is
-    # stored; past this long it goes ahead anyway, with a warning, rather than stall the bot.
+    # stored. Past this long the poll fails and is tried again (PTB backs off): an update that
+    # could not be stored is never confirmed, so Telegram keeps it.
     store_wait: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     stop_timeout: float = 30.0
+    # False: send only (a turn worker), no polling and no webhook.
+    receive: bool = True
 
     def __post_init__(self) -> None:
         if not self.token.strip():
@@ -99,6 +102,8 @@ class TelegramConfig:
 
     @property
     def mode(self) -> str:
+        if not self.receive:
+            return "sending only"
         return "webhook" if self.webhook_url else "polling"
 
 
@@ -120,29 +125,31 @@ class TelegramChannel:
 
     name = CHANNEL
 
-    def __init__(self, service: ConversationService, config: TelegramConfig) -> None:
+    def __init__(
+        self,
+        service: ConversationService,
+        config: TelegramConfig,
+        *,
+        leader: LeaderLock | None = None,
+        budget: SendBudget | None = None,
+    ) -> None:
         self.service = service
         self.config = config
+        # Long polling with several processes: only the leader polls.
+        self.leader = leader
         self.codec = CallbackCodec()
-        self.pacer = SendPacer(config.messages_per_second)
-        self.caller = BotApiCaller(self.pacer, config.retry)
-        self.dispatcher: ChatDispatcher[Inbound] = ChatDispatcher(self._process, config.workers)
+        # Telegram's limits are per bot: with several processes, the budget is shared (Redis).
+        self.budget = budget or LocalSendBudget(config.messages_per_second)
+        self.caller = BotApiCaller(self.budget, config.retry)
         self.identity: BotIdentity | None = None
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._accepting = False
         self._typing: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
-        # The message each group chat's current turn answers, so the reply quotes it.
-        self._answering: dict[tuple[str, str], int] = {}
-        # Webhook deliveries stored before their 200, by event id: the turn's future.
-        self._stored: dict[str | None, asyncio.Future[TurnOutcome] | None] = {}
-        # Chats whose last reply showed the share-contact keyboard, to remove it afterwards.
-        self._contact_keyboard: set[tuple[str, str]] = set()
-        # Long polling: update ids fetched and not yet through the handler (stored or ignored).
+        # Long polling: update ids fetched and not yet stored (or ignored).
         self._unsettled: set[int] = set()
         self._settled = asyncio.Event()
         self._settled.set()
-        service.register_channel(CHANNEL, self)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -158,7 +165,7 @@ class TelegramChannel:
             self.config.token,
             base_url=api_url,
             base_file_url=_file_url(api_url),
-            request=AiohttpRequest(connection_pool_size=self.config.workers * 2 + 4),
+            request=AiohttpRequest(connection_pool_size=self.config.connections),
             # PTB adds the long-poll timeout to this request's read timeout itself.
             get_updates_request=AiohttpRequest(connection_pool_size=1),
         )
@@ -179,8 +186,11 @@ class TelegramChannel:
         me = app.bot.bot
         self.identity = BotIdentity(me.id, me.username or "")
         await app.start()
+        self._accepting = True
         try:
-            if self.config.webhook_url:
+            if not self.config.receive:
+                pass  # a turn worker only sends (esoteric worker)
+            elif self.config.webhook_url:
                 await self.caller.call(
                     "setWebhook",
                     lambda: app.bot.set_webhook(
@@ -190,30 +200,44 @@ class TelegramChannel:
                     ),
                     paced=False,
                 )
+            elif self.leader is None:
+                await self._start_polling()
             else:
-                assert app.updater is not None
-                bot.hold_polls(self._before_poll, self._after_poll)
-                await app.updater.start_polling(
-                    timeout=self.config.poll_timeout, allowed_updates=list(ALLOWED_UPDATES)
-                )
+                # Several processes: one polls, the others stand by to take over.
+                self.leader.start(self._start_polling, self._stop_polling)
         except BaseException:
+            self._accepting = False
             await app.stop()
             await app.shutdown()
             self._app = None
             raise
-        self._accepting = True
         log.info("Telegram channel started as @%s (%s)", self.identity.username, self.config.mode)
+
+    async def _start_polling(self) -> None:
+        app = self._app
+        assert app is not None and app.updater is not None
+        bot = app.bot
+        assert isinstance(bot, TolerantBot)
+        bot.hold_polls(self._before_poll, self._after_poll)
+        await app.updater.start_polling(
+            timeout=self.config.poll_timeout, allowed_updates=list(ALLOWED_UPDATES)
+        )
+
+    async def _stop_polling(self) -> None:
+        app = self._app
+        if app is not None and app.updater is not None and app.updater.running:
+            await app.updater.stop()
 
     async def stop(self) -> None:
         app = self._app
         if app is None:
             return
         self._accepting = False
-        if app.updater is not None and app.updater.running:
-            await app.updater.stop()
+        if self.leader is not None:
+            await self.leader.stop()
+        await self._stop_polling()
         if app.running:
-            await app.stop()  # handles the updates already fetched
-        await self.dispatcher.drain(self.config.stop_timeout)
+            await app.stop()  # stores the updates already fetched
         for task in [*self._typing.values(), *self._background]:
             task.cancel()
         await asyncio.gather(*self._typing.values(), *self._background, return_exceptions=True)
@@ -225,8 +249,10 @@ class TelegramChannel:
         app = self._app
         if app is None or not app.running:
             return False, "not started"
-        if self.config.webhook_url:
-            return True, "webhook"
+        if self.config.webhook_url or not self.config.receive:
+            return True, self.config.mode
+        if self.leader is not None and not self.leader.leading:
+            return True, "standing by (another process polls)"
         if app.updater is None or not app.updater.running:
             return False, "polling stopped"
         return True, "polling"
@@ -234,7 +260,7 @@ class TelegramChannel:
     # -- webhook -------------------------------------------------------------------------------
 
     def router(self) -> APIRouter | None:
-        if not self.config.webhook_url:
+        if not self.config.webhook_url or not self.config.receive:
             return None
         router = APIRouter()
 
@@ -265,29 +291,12 @@ class TelegramChannel:
             return 400, f"malformed update: {exc}"
         # Stored before Telegram hears 200: a 200 ends Telegram's redeliveries, so a crash after
         # it must find the message in SQL (and answer it at the next start).
-        inbound = self._message_of(update)
-        if inbound is not None and inbound.event_id is not None:
-            self._note_answering(inbound)
-            try:
-                self._stored[inbound.event_id] = await self.service.accept(inbound)
-            except EsotericError as exc:
-                log.warning("webhook update %s not stored: %s", update.update_id, exc)
-                return 503, "not stored; deliver again later"
-        await app.update_queue.put(update)
-        return 200, "queued"
-
-    def _message_of(self, update: Update) -> Inbound | None:
-        if self.identity is None or update.my_chat_member is not None:
-            return None
         try:
-            return normalise(update, self.identity, self.codec.decode)
-        except Exception:  # the handler's error funnel deals with it when PTB dispatches it
-            return None
-
-    def _note_answering(self, inbound: Inbound) -> None:
-        # In groups the reply quotes the message it answers.
-        if is_group(inbound.chat_key) and "message_id" in inbound.extra:
-            self._answering[(inbound.chat_key, inbound.thread)] = int(inbound.extra["message_id"])
+            await self._receive(update)
+        except EsotericError as exc:
+            log.warning("webhook update %s not stored: %s", update.update_id, exc)
+            return 503, "not stored; deliver again later"
+        return 200, "stored"
 
     # -- long polling ----------------------------------------------------------------------------
 
@@ -297,20 +306,23 @@ class TelegramChannel:
             self._settled.clear()
 
     async def _before_poll(self) -> None:
-        """Hold the poll that would confirm the last batch until the batch is stored."""
+        """Hold the poll that would confirm the last batch until the batch is stored. If it is
+        not stored in time, the poll fails (and PTB tries it again later): Telegram keeps what
+        it has not been told is received."""
         if self._settled.is_set():
             return
+        if not self._accepting:
+            # Stopping: PTB's last poll would confirm what was fetched; not what is unstored.
+            raise NetworkError("stopping with updates not stored; not confirming them")
         try:
             async with asyncio.timeout(self.config.store_wait):
                 await self._settled.wait()
         except TimeoutError:
             log.warning(
-                "confirming Telegram updates %s before they were stored (waited %.0f s)",
+                "Telegram updates %s are not stored yet; not confirming them",
                 sorted(self._unsettled),
-                self.config.store_wait,
             )
-            self._unsettled.clear()
-            self._settled.set()
+            raise NetworkError("updates not stored yet; not confirming them") from None
 
     def _settle(self, update_id: int) -> None:
         self._unsettled.discard(update_id)
@@ -320,35 +332,50 @@ class TelegramChannel:
     # -- inbound -------------------------------------------------------------------------------
 
     async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """PTB's one handler: store and queue, never wait for a turn here."""
+        """PTB's one handler (long polling): store the update, in order, before the next poll
+        confirms it. A database that is down is retried here until it is back (the chat is
+        told once), so nothing Telegram hands over is lost; stopping leaves it unconfirmed."""
+        stored, told = False, False
+        delay = 0.5
         try:
-            if update.callback_query is not None:
-                self._spawn(self._answer_callback(update))
-            if update.my_chat_member is not None:
-                self._spawn(self._membership(update.my_chat_member))
-                return
-            assert self.identity is not None
-            inbound = normalise(update, self.identity, self.codec.decode)
-            if inbound is not None:
-                if inbound.event_id is not None and inbound.event_id not in self._stored:
-                    await self._store(inbound)  # a webhook delivery was stored on arrival
-                self.dispatcher.submit(inbound.key, inbound)
-        except Exception as exc:
-            chat = update.effective_chat
-            target = Target(CHANNEL, str(chat.id)) if chat is not None else None
-            await self._funnel(target, exc, f"update {update.update_id}")
+            while not stored:
+                try:
+                    await self._receive(update)
+                    stored = True
+                except StoreUnavailable as exc:
+                    if not told:
+                        told = True
+                        await self._funnel(self._chat_of(update), exc, f"update {update.update_id}")
+                    if not self._accepting:
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                except Exception as exc:
+                    # Not a database problem: this update can never be stored as it is (the
+                    # funnel says so), and holding it would hold every later one.
+                    await self._funnel(self._chat_of(update), exc, f"update {update.update_id}")
+                    stored = True
         finally:
-            self._settle(update.update_id)
+            if stored:
+                self._settle(update.update_id)
 
-    async def _store(self, inbound: Inbound) -> None:
-        """Store a polled update now, in arrival order, so the next poll may confirm it. Its
-        turn may start at once, so the message it answers is noted first."""
-        self._note_answering(inbound)
-        try:
-            self._stored[inbound.event_id] = await self.service.accept(inbound)
-        except EsotericError as exc:
-            # The chat's worker tries again (and apologises if the database is still down).
-            log.warning("Telegram update %s not stored yet: %s", inbound.event_id, exc)
+    async def _receive(self, update: Update) -> None:
+        """One update, from either mode: answer a button press, note a membership change, and
+        store a message (which queues its turn). Raises what storing raised."""
+        if update.callback_query is not None:
+            self._spawn(self._answer_callback(update))
+        if update.my_chat_member is not None:
+            self._spawn(self._membership(update.my_chat_member))
+            return
+        assert self.identity is not None
+        inbound = normalise(update, self.identity, self.codec.decode)
+        if inbound is not None:
+            await self.service.accept(inbound)
+
+    @staticmethod
+    def _chat_of(update: Update) -> Target | None:
+        chat = update.effective_chat
+        return Target(CHANNEL, str(chat.id)) if chat is not None else None
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         # Errors PTB itself caught (a handler is not expected to raise past _on_update).
@@ -372,28 +399,8 @@ class TelegramChannel:
         if change.new_chat_member.status in (ChatMemberStatus.BANNED, ChatMemberStatus.LEFT):
             await self._close_blocked(Target(CHANNEL, str(change.chat.id)))
 
-    async def _process(self, inbound: Inbound) -> None:
-        """One message through the core; the adapter's error funnel for turns."""
-        key = (inbound.chat_key, inbound.thread)
-        target = Target(CHANNEL, inbound.chat_key, inbound.thread)
-        self._note_answering(inbound)
-        try:
-            if inbound.event_id in self._stored:
-                # The webhook stored it already; its turn is queued in the core (None: duplicate).
-                turn = self._stored.pop(inbound.event_id)
-                if turn is not None:
-                    await turn
-            else:
-                await self.service.handle(inbound)
-        except Exception as exc:
-            await self._funnel(target, exc, f"update {inbound.event_id}")
-        finally:
-            self._answering.pop(key, None)
-            self._stop_typing(target)
-
     async def _funnel(self, target: Target | None, exc: Exception, what: str) -> None:
-        """Log, and tell the customer politely; the core answers the stored message again at
-        the next start if its turn failed."""
+        """Log, and tell the customer politely (an update that could not be stored)."""
         log.error("Telegram %s failed: %s", what, exc, exc_info=exc)
         if target is None or isinstance(exc, ChatBlocked):
             return
@@ -452,7 +459,7 @@ class TelegramChannel:
         if not chunks:
             return
         markup = self._markup(target, reply)
-        reply_to = self._answering.get((target.chat_key, target.thread))
+        reply_to = self._quoted(target)
         try:
             for index, chunk in enumerate(chunks):
                 last = index == len(chunks) - 1
@@ -464,15 +471,19 @@ class TelegramChannel:
             raise
 
     def _markup(self, target: Target, reply: Reply) -> Any:
-        key = (target.chat_key, target.thread)
         if reply.request_contact and not is_group(target.chat_key):
-            self._contact_keyboard.add(key)
             return contact_keyboard()
         if reply.choices:
             return inline_keyboard(reply.choices, self.codec)
-        if key in self._contact_keyboard:
-            self._contact_keyboard.discard(key)
+        if reply.remove_keyboard and not is_group(target.chat_key):
             return ReplyKeyboardRemove()
+        return None
+
+    @staticmethod
+    def _quoted(target: Target) -> int | None:
+        """Group replies quote the message they answer (the turn says which)."""
+        if target.reply_to and is_group(target.chat_key) and target.reply_to.isdigit():
+            return int(target.reply_to)
         return None
 
     @staticmethod
@@ -493,10 +504,13 @@ class TelegramChannel:
             options["reply_parameters"] = ReplyParameters(
                 reply_to, allow_sending_without_reply=True
             )
+        chat, group = target.chat_key, is_group(target.chat_key)
         try:
             return await self.caller.call(
                 "sendMessage",
                 lambda: bot.send_message(text=chunk.html, parse_mode=ParseMode.HTML, **options),
+                chat=chat,
+                group=group,
             )
         except BadRequest as exc:
             if not _is_parse_error(exc):
@@ -504,7 +518,10 @@ class TelegramChannel:
             log.warning("Telegram rejected the HTML (%s); sending plain text", exc.message)
         try:
             return await self.caller.call(
-                "sendMessage", lambda: bot.send_message(text=chunk.plain, **options)
+                "sendMessage",
+                lambda: bot.send_message(text=chunk.plain, **options),
+                chat=chat,
+                group=group,
             )
         except BadRequest as exc:
             raise ChannelError(f"sendMessage: {exc.message}") from exc
@@ -526,21 +543,29 @@ class TelegramChannel:
                 link_preview_options=LinkPreviewOptions(is_disabled=True),
             )
 
+        chat, group = target.chat_key, is_group(target.chat_key)
         try:
-            await self.caller.call("editMessageText", edit(chunk.html, ParseMode.HTML), retry=final)
+            await self.caller.call(
+                "editMessageText",
+                edit(chunk.html, ParseMode.HTML),
+                retry=final,
+                chat=chat,
+                group=group,
+            )
         except BadRequest as exc:
             if _not_modified(exc):
                 return
             if not _is_parse_error(exc):
                 raise ChannelError(f"editMessageText: {exc.message}") from exc
             try:
-                await self.caller.call("editMessageText", edit(chunk.plain, None), retry=final)
+                await self.caller.call(
+                    "editMessageText", edit(chunk.plain, None), retry=final, chat=chat, group=group
+                )
             except BadRequest as again:
                 if not _not_modified(again):
                     raise ChannelError(f"editMessageText: {again.message}") from again
 
     async def _close_blocked(self, target: Target) -> None:
-        self._contact_keyboard.discard((target.chat_key, target.thread))
         closed = await self.service.close_conversation(
             CHANNEL, target.chat_key, target.thread, reason="blocked"
         )
@@ -558,7 +583,7 @@ class TelegramChannel:
             if is_group(target.chat_key)
             else self.config.edit_interval
         )
-        reply_to = self._answering.get((target.chat_key, target.thread))
+        reply_to = self._quoted(target)
         text = shown = ""
         message_id: int | None = None
         last_edit = 0.0
@@ -600,6 +625,8 @@ class TelegramChannel:
                 await self.caller.call(
                     "deleteMessage",
                     lambda: self.bot.delete_message(int(target.chat_key), message_id),
+                    chat=target.chat_key,
+                    group=is_group(target.chat_key),
                 )
             except (ChannelError, BadRequest) as exc:
                 log.info("could not replace the streamed message: %s", exc)

@@ -1,8 +1,9 @@
 """Calling the Bot API within Telegram's limits.
 
-One global pace (about 30 messages per second) shared by every chat, a global pause whenever
-Telegram answers 429 (its flood control is per bot, so every chat must wait it out), retries with
-backoff for network errors, and no retry at all for a chat that blocked the bot.
+One send budget (``core.sendbudget``: about 30 messages a second per bot and 20 a minute into a
+group, shared by every process through Redis when there are several), a pause of every sender
+whenever Telegram answers 429 (its flood control is per bot), retries with backoff for network
+errors, and no retry at all for a chat that blocked the bot.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dtm
 import logging
-import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +26,8 @@ from telegram.error import (
 )
 from telegram.warnings import PTBDeprecationWarning
 
-from core.errors import ChannelError
+from core.errors import ChannelError, RetryLater
+from core.sendbudget import SendBudget
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,9 @@ class ChatBlocked(ChannelError):
     """The chat blocked the bot or removed it (Telegram 403); never retried."""
 
 
-class FloodLimited(ChannelError):
-    """Telegram kept answering 429 beyond the retry budget, or retrying was not wanted."""
+class FloodLimited(RetryLater):
+    """Telegram kept answering 429 beyond the retry budget, or retrying was not wanted: the
+    outbox sends it again after ``retry_after``."""
 
 
 def seconds(value: int | float | dtm.timedelta) -> float:
@@ -52,56 +54,6 @@ def _retry_after(exc: RetryAfter) -> float:
         return seconds(exc.retry_after)
 
 
-class SendPacer:
-    """A token bucket for outgoing messages plus a shared pause after flood control.
-
-    ``rate=None`` disables the pace (the pause after a 429 still applies). Waiters are served
-    in arrival order."""
-
-    def __init__(
-        self,
-        rate: float | None,
-        burst: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-    ) -> None:
-        if rate is not None and rate <= 0:
-            raise ValueError("rate must be positive or None")
-        self.rate = rate
-        self.burst = float(burst if burst is not None else max(1, round(rate or 1)))
-        self._clock = clock
-        self._sleep = sleep
-        self._tokens = self.burst
-        self._stamp = clock()
-        self._paused_until = 0.0
-        self._lock = asyncio.Lock()
-
-    def pause(self, delay: float) -> None:
-        """Hold every send for ``delay`` seconds from now (Telegram's ``retry_after``)."""
-        self._paused_until = max(self._paused_until, self._clock() + delay)
-
-    @property
-    def paused_for(self) -> float:
-        return max(0.0, self._paused_until - self._clock())
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = self._clock()
-                if now < self._paused_until:
-                    await self._sleep(self._paused_until - now)
-                    continue
-                if self.rate is None:
-                    return
-                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-                self._stamp = now
-                # The tolerance keeps float rounding from leaving a token just short of whole.
-                if self._tokens >= 1 - 1e-9:
-                    self._tokens = max(0.0, self._tokens - 1)
-                    return
-                await self._sleep(max((1 - self._tokens) / self.rate, 1e-3))
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     flood_retries: int = 8
@@ -113,8 +65,8 @@ class RetryPolicy:
 class BotApiCaller:
     """Runs one Bot API call with the pace, flood control and retries applied."""
 
-    def __init__(self, pacer: SendPacer, policy: RetryPolicy) -> None:
-        self.pacer = pacer
+    def __init__(self, budget: SendBudget, policy: RetryPolicy) -> None:
+        self.budget = budget
         self.policy = policy
 
     async def call(
@@ -124,21 +76,25 @@ class BotApiCaller:
         *,
         paced: bool = True,
         retry: bool = True,
+        chat: str | None = None,
+        group: bool = False,
     ) -> T:
         """``BadRequest`` passes through untouched (the caller knows which ones it can fix);
         every other Telegram error leaves as a ``ChannelError``."""
         floods = failures = 0
         while True:
             if paced:
-                await self.pacer.acquire()
+                await self.budget.acquire(chat or "", group)
             try:
                 return await action()
             except RetryAfter as exc:
                 delay = _retry_after(exc)
-                self.pacer.pause(delay)
+                await self.budget.pause(delay)
                 floods += 1
                 if not retry or floods > self.policy.flood_retries:
-                    raise FloodLimited(f"{what}: flood control, retry after {delay:g}s") from exc
+                    raise FloodLimited(
+                        f"{what}: flood control, retry after {delay:g}s", delay
+                    ) from exc
                 log.warning("Telegram flood control on %s: waiting %gs", what, delay)
                 if not paced:
                     await asyncio.sleep(delay)

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -79,6 +80,8 @@ def _is_busy(exc: Exception) -> bool:
 
 
 def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, PoolTimeout):
+        return StoreUnavailable(f"database busy: no connection free ({exc})")
     if isinstance(exc, OperationalError):
         return StoreUnavailable(f"database unavailable: {exc.orig}")
     # The turn path talks to sqlite3 directly; its errors get the same meaning.
@@ -99,7 +102,7 @@ def _store_errors() -> Iterator[None]:
     politely instead of crashing."""
     try:
         yield
-    except (DBAPIError, sqlite3.Error, OSError, ConnectionError) as exc:
+    except (DBAPIError, PoolTimeout, sqlite3.Error, OSError, ConnectionError) as exc:
         translated = _translate(exc)
         if translated is exc:
             raise
@@ -248,6 +251,30 @@ class Database:
             except sqlite3.Error as exc:
                 log.warning("SQLite checkpoint skipped: %s", exc)
 
+    @asynccontextmanager
+    async def singleton(self, name: str) -> AsyncIterator[bool]:
+        """Whether this process may run the job ``name`` now: on Postgres, only one process
+        at a time (a session advisory lock, released after; other processes skip the run).
+        SQLite has one process."""
+        if not self.is_postgres:
+            yield True
+            return
+        with _store_errors():
+            async with self.engine.connect() as conn:
+                key = {"k": f"esoteric:{name}"}
+                mine = bool(
+                    (
+                        await conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:k))"), key)
+                    ).scalar()
+                )
+                await conn.commit()
+                try:
+                    yield mine
+                finally:
+                    if mine:
+                        await conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), key)
+                        await conn.commit()
+
     async def dispose(self) -> None:
         await self.engine.dispose()
         if self.sync_sessions is not None and self.executor is not None:
@@ -259,7 +286,10 @@ class Database:
 
 
 def create_database(
-    url: str, echo: bool = False, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+    url: str,
+    echo: bool = False,
+    busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+    pool_size: int = 10,
 ) -> Database:
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
@@ -273,7 +303,10 @@ def create_database(
         # queue in the event loop instead of in SQLite's busy handler.
         kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
     else:
-        kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
+        # Turns hold a connection only for their short transactions, so a pool far smaller
+        # than the turns in flight serves them; waiting for one is bounded by pool_timeout,
+        # and running out becomes StoreUnavailable, never a raw driver error.
+        kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size // 2)
     engine = create_async_engine(parsed, **kwargs)
     if not sqlite:
         return Database(engine, async_sessionmaker(engine, expire_on_commit=False))
@@ -295,7 +328,5 @@ def create_database(
 
 
 async def ping(db: Database) -> None:
-    from sqlalchemy import text
-
     async with db.transaction() as session:
         await session.execute(text("SELECT 1"))

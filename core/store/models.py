@@ -73,6 +73,9 @@ class MessageStatus:
     PENDING = "pending"  # outbound, persisted, not yet delivered
     SENT = "sent"  # outbound, delivered
     FAILED = "failed"  # outbound, the channel refused it
+    # outbound, a process died while sending it: it may or may not have arrived, and is never
+    # sent again (a customer must not get the same reply twice)
+    UNKNOWN = "unknown"
 
 
 class User(Base):
@@ -145,6 +148,13 @@ class Message(Base):
     answered_at: Mapped[datetime | None] = mapped_column()
     reply_to_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Who sent an inbound message: permissions, bans and the audit log follow the message's
+    # own sender, never the conversation's first user (in a group they differ).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Failed turns of an inbound message: given up (status failed) after a few.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The reply that answered an inbound message (one reply may answer several in a row).
+    answer_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
 
 
 class Lead(Base):
@@ -266,3 +276,51 @@ class Broadcast(Base):
     sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class OutboxStatus:
+    PENDING = "pending"  # persisted, not yet tried (or waiting out a retry-after)
+    SENDING = "sending"  # a process is sending it now
+    SENT = "sent"
+    FAILED = "failed"  # the platform refused it for good
+    UNKNOWN = "unknown"  # the sending process died mid-send: never sent again
+
+
+class OutboxItem(Base):
+    """Everything the bot sends, whatever produced it (a turn's reply, a rep's relayed message,
+    a handoff notice, a broadcast): persisted first, then sent once and marked. A conversation's
+    items go out in id order; a process that dies mid-send leaves ``sending`` behind, which
+    recovery marks ``unknown`` rather than risk sending twice."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_status", "status", "id"),
+        Index("ix_outbox_conversation", "conversation_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    # The outbound message this item delivers (None for broadcasts, which are not conversation
+    # messages).
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    broadcast_id: Mapped[int | None] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="SET NULL")
+    )
+    kind: Mapped[str] = mapped_column(String(16))  # reply, relay, notice, broadcast
+    channel: Mapped[str] = mapped_column(String(32))
+    chat_key: Mapped[str] = mapped_column(String(128))
+    thread: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    # The platform id of the message a reply answers (quoted in group chats).
+    reply_to: Mapped[str | None] = mapped_column(String(64))
+    # The reply as the channel renders it: text, choices, citations, contact request.
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A retry-after from the platform: not sent before this time.
+    not_before: Mapped[datetime | None] = mapped_column()
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)

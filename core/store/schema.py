@@ -14,6 +14,12 @@ import migrations
 from core.store.database import Database
 
 
+def is_ours(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's ``include_name``: the job queue's tables (procrastinate's, on Postgres) are
+    created by migration 0004 from procrastinate's own schema, not described by our models."""
+    return not (type_ == "table" and name is not None and name.startswith("procrastinate_"))
+
+
 def alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))

@@ -1,14 +1,21 @@
 """The turn pipeline's own queries, as plain synchronous functions over one connection.
 
-``Database.run_core`` executes each as one transaction (on the SQLite database thread, or
-through the async engine on Postgres). They run on every message, so they are written as SQL
-that both databases speak (see ``_Statements``); the rest of the store uses the ORM.
+``TurnStore`` runs each as one transaction through ``Database.run_core`` (on SQLite right on the
+event loop or on the database thread, on Postgres through the async engine). They run on every
+message, so they are written as SQL that both databases speak (see ``_Statements``); the rest of
+the store uses the ORM.
+
+A turn answers the oldest unanswered inbound message(s) of one chat, whichever job or process
+runs it: the job queue only guarantees that one turn per chat runs at a time, and reading "the
+oldest unanswered" under that guarantee is what keeps replies in stored order.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,12 +23,35 @@ from sqlalchemy import Connection, insert, text, update
 
 from core.agent.base import HistoryItem, LeadDraft
 from core.messages import Inbound
+from core.store.database import Database
 from core.store.models import (
     ConversationStatus,
     Lead,
     MessageStatus,
+    OutboxStatus,
     User,
 )
+
+# Postgres: committed turns are announced here, so a process waiting for a reply (an API call
+# whose turn ran on another worker) hears of it at once.
+TURNS_CHANNEL = "esoteric_turns"
+
+
+@dataclass(frozen=True)
+class ChatAddress:
+    """A chat on a channel: the unit of ordering. Turns of one chat run one at a time, across
+    its conversations (a /reset closes one and the next message opens another)."""
+
+    channel: str
+    chat_key: str
+    thread: str = ""
+
+    @property
+    def lock(self) -> str:
+        """The job queue's lock for this chat: a digest, since a web chat's key is a secret
+        and the queue's rows and logs are not the place for it."""
+        address = f"{self.channel}\0{self.chat_key}\0{self.thread}".encode()
+        return "chat:" + hashlib.sha256(address).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -29,15 +59,16 @@ class Recorded:
     message_id: int
     conversation_id: int
     welcome_back: bool
-    # The turn's data read in the same transaction, when the caller asked for it.
-    turn: TurnData | None = None
+    chat: ChatAddress
 
 
 @dataclass(frozen=True)
 class TurnData:
-    """Everything a turn needs, read in one go."""
+    """Everything a turn needs, read in one go under the chat's turn. ``message_ids`` are the
+    inbound messages it answers (oldest first); the message fields describe the last of them,
+    and ``text`` is all of theirs."""
 
-    message_id: int
+    message_ids: tuple[int, ...]
     message_status: str
     text: str
     meta: dict[str, Any]
@@ -49,15 +80,65 @@ class TurnData:
     paused: bool
     state: dict[str, Any]
     summary: str | None
+    # The message's own sender (not the conversation's first user: in a group they differ).
     user_id: int | None
     user_banned: bool
     user_name: str | None
     user_phone: str | None
     history: tuple[HistoryItem, ...]
-    # The user's id on their channel (telegram:<this>), for admin checks and the audit log.
+    # The sender's id on their channel (telegram:<this>), for admin checks and the audit log.
     user_external_id: str | None = None
     # An admin paused the whole bot: store messages, answer none (bot_flags row "paused").
     bot_paused: bool = False
+    # The platform's id of the message answered, which group replies quote.
+    platform_message_id: str | None = None
+
+    @property
+    def message_id(self) -> int:
+        return self.message_ids[-1]
+
+    @property
+    def chat(self) -> ChatAddress:
+        return ChatAddress(self.channel, self.chat_key, self.thread)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One item to send: where, what, and the outbound message it delivers (if any)."""
+
+    id: int
+    conversation_id: int | None
+    message_id: int | None
+    channel: str
+    chat_key: str
+    thread: str
+    reply_to: str | None
+    payload: dict[str, Any]
+    status: str
+    not_before: datetime | None
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a finished turn writes: the reply (or nothing) and the conversation's new state."""
+
+    text: str | None
+    state: dict[str, Any]
+    meta: dict[str, Any]
+    summary: str | None = None
+    lead: LeadDraft | None = None
+    close_reason: str | None = None
+    # How the channel renders the reply (text, choices, citations, contact request).
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Persisted:
+    reply_id: int
+    outbox_id: int
+    # Sent by the turn now ("sending"), or left for the chat's flush behind earlier items.
+    sending: bool
 
 
 # One statement whether the user is new or known; safe when two processes race.
@@ -82,6 +163,7 @@ class _Statements:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.postgres = conn.dialect.name == "postgresql"
         self.raw: Any = (
             self.conn.connection.driver_connection if self.conn.dialect.name == "sqlite" else None
         )
@@ -94,8 +176,19 @@ class _Statements:
     def one(self, sql: str, params: dict[str, Any]) -> Any:
         return self.run(sql, params).fetchone()
 
+    def all(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        return list(self.run(sql, params).fetchall())
+
     def changed(self, sql: str, params: dict[str, Any]) -> int:
         return int(self.run(sql, params).rowcount or 0)
+
+    def notify(self, message_ids: Sequence[int]) -> None:
+        # Delivered at commit, and only then: a waiter never hears of a turn that rolled back.
+        if self.postgres and message_ids:
+            self.run(
+                "SELECT pg_notify(:channel, :payload)",
+                {"channel": TURNS_CHANNEL, "payload": ",".join(map(str, message_ids))},
+            )
 
 
 def _to_sqlite(value: Any) -> Any:
@@ -117,22 +210,29 @@ def _when(value: Any) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _json(value: Any) -> dict[str, Any]:
+def _maybe_when(value: Any) -> datetime | None:
+    return None if value is None else _when(value)
+
+
+def json_dict(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         value = json.loads(value)
     return dict(value or {})
 
 
+def _in(name: str, values: Sequence[int]) -> tuple[str, dict[str, Any]]:
+    """An IN list with one parameter per value, which both drivers bind the same way."""
+    params = {f"{name}{i}": v for i, v in enumerate(values)}
+    return "(" + ", ".join(f":{k}" for k in params) + ")", params
+
+
+# -- storing an inbound message -----------------------------------------------------------------
+
+
 def record_inbound(
-    conn: Connection,
-    inbound: Inbound,
-    now: datetime,
-    idle_after: timedelta,
-    prefetch_history: int | None = None,
+    conn: Connection, inbound: Inbound, now: datetime, idle_after: timedelta
 ) -> Recorded | None:
-    """Store an inbound message with its user and conversation; ``None`` for a duplicate.
-    With ``prefetch_history`` (a history length), also read the turn's data in the same
-    transaction, saving the turn a round trip when it starts right away."""
+    """Store an inbound message with its user and conversation; ``None`` for a duplicate."""
     q = _Statements(conn)
     if inbound.event_id is not None and q.one(
         "SELECT id FROM messages WHERE channel = :channel AND platform_event_id = :event_id",
@@ -168,6 +268,8 @@ def record_inbound(
             )
             conversation_id, welcome_back = None, True
         else:
+            # Also takes the conversation's row lock (Postgres) until commit, so two messages
+            # of one chat stored at once get their ids in commit order.
             q.run(
                 "UPDATE conversations SET last_activity_at = :now WHERE id = :cid",
                 {"now": now, "cid": row[0]},
@@ -195,45 +297,134 @@ def record_inbound(
         meta["contact_shared"] = True
     if inbound.extra:
         meta["extra"] = dict(inbound.extra)
+    if welcome_back:
+        meta["welcome_back"] = True
     message_id = q.one(
-        "INSERT INTO messages (conversation_id, channel, direction, author, text,"
+        "INSERT INTO messages (conversation_id, channel, direction, author, user_id, text,"
         " platform_event_id, status, created_at, meta) VALUES (:cid, :channel, 'in', :author,"
-        " :text, :event_id, 'received', :now, :meta) RETURNING id",
+        " :user_id, :text, :event_id, 'received', :now, :meta) RETURNING id",
         {
             "cid": conversation_id,
             "channel": inbound.channel,
             "author": f"user:{user_id}",
+            "user_id": user_id,
             "text": inbound.text,
             "event_id": inbound.event_id,
             "now": now,
             "meta": meta,
         },
     )[0]
-    turn = load_turn(conn, message_id, prefetch_history) if prefetch_history is not None else None
-    return Recorded(message_id, conversation_id, welcome_back, turn)
+    chat = ChatAddress(inbound.channel, inbound.chat_key, inbound.thread)
+    return Recorded(message_id, conversation_id, welcome_back, chat)
 
 
-_TURN_SQL = (
-    "SELECT m.id, m.status, m.text, m.meta, c.id, c.channel, c.chat_key, c.thread, c.status,"
-    " c.paused, c.state, c.summary, c.user_id, u.banned, u.display_name, u.phone,"
-    " u.external_id, (SELECT key FROM bot_flags WHERE key = 'paused')"
+def chat_of(conn: Connection, message_id: int | None, outbox_id: int | None) -> ChatAddress | None:
+    """The chat a job is about, from its message or outbox item (jobs carry only ids)."""
+    q = _Statements(conn)
+    if message_id is not None:
+        row = q.one(
+            "SELECT c.channel, c.chat_key, c.thread FROM messages m"
+            " JOIN conversations c ON c.id = m.conversation_id WHERE m.id = :id",
+            {"id": message_id},
+        )
+    else:
+        row = q.one(
+            "SELECT channel, chat_key, thread FROM outbox WHERE id = :id", {"id": outbox_id}
+        )
+    return None if row is None else ChatAddress(row[0], row[1], row[2])
+
+
+def find_event(conn: Connection, channel: str, event_id: str) -> Recorded | None:
+    """The message stored for a platform event (a redelivery's original), if any."""
+    row = _Statements(conn).one(
+        "SELECT m.id, m.conversation_id, c.channel, c.chat_key, c.thread FROM messages m"
+        " JOIN conversations c ON c.id = m.conversation_id"
+        " WHERE m.channel = :channel AND m.platform_event_id = :event_id",
+        {"channel": channel, "event_id": event_id},
+    )
+    if row is None:
+        return None
+    return Recorded(row[0], row[1], False, ChatAddress(row[2], row[3], row[4]))
+
+
+# -- loading a turn -----------------------------------------------------------------------------
+
+_CONVERSATION_SQL = (
+    "SELECT c.id, c.channel, c.chat_key, c.thread, c.status, c.paused, c.state, c.summary,"
+    " (SELECT key FROM bot_flags WHERE key = 'paused') FROM conversations c WHERE c.id = :cid"
+)
+
+_BATCH_SQL = (
+    "SELECT m.id, m.status, m.text, m.meta, m.conversation_id, COALESCE(m.user_id, c.user_id)"
     " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
-    " LEFT JOIN users u ON u.id = c.user_id WHERE m.id = :mid"
+    " WHERE m.status = 'received' AND m.direction = 'in' AND c.channel = :channel"
+    " AND c.chat_key = :chat_key AND c.thread = :thread ORDER BY m.id LIMIT :limit"
+)
+
+_USER_SQL = "SELECT banned, display_name, phone, external_id FROM users WHERE id = :uid"
+
+# The conversation as the customer saw it: each reply right after the message it answers, even
+# when later messages were stored before it (a burst queues them before any reply exists).
+# Messages still waiting their turn are not part of it yet.
+_HISTORY_SQL = (
+    "SELECT direction, author, text FROM messages WHERE conversation_id = :cid"
+    " AND status != 'received' ORDER BY COALESCE(reply_to_id, id) DESC, id DESC LIMIT :limit"
+)
+
+_PENDING_SQL = (
+    "SELECT id, conversation_id, message_id, channel, chat_key, thread, reply_to, payload,"
+    " status, not_before, attempts FROM outbox WHERE status = 'pending' AND channel = :channel"
+    " AND chat_key = :chat_key AND thread = :thread ORDER BY id"
 )
 
 
-def load_turn(conn: Connection, message_id: int, history_limit: int) -> TurnData | None:
+def _outbox_row(row: Any) -> OutboxRow:
+    return OutboxRow(
+        id=row[0],
+        conversation_id=row[1],
+        message_id=row[2],
+        channel=row[3],
+        chat_key=row[4],
+        thread=row[5],
+        reply_to=row[6],
+        payload=json_dict(row[7]),
+        status=row[8],
+        not_before=_maybe_when(row[9]),
+        attempts=int(row[10] or 0),
+    )
+
+
+def pending_for_chat(conn: Connection, chat: ChatAddress) -> list[OutboxRow]:
     q = _Statements(conn)
-    row = q.one(_TURN_SQL, {"mid": message_id})
-    if row is None:
-        return None
-    # The scripted agent keeps its own state and reads no history: skip the query for it.
+    key = {"channel": chat.channel, "chat_key": chat.chat_key, "thread": chat.thread}
+    return [_outbox_row(r) for r in q.all(_PENDING_SQL, key)]
+
+
+def load_turn(
+    conn: Connection, chat: ChatAddress, history_limit: int, max_batch: int = 1
+) -> tuple[TurnData | None, list[OutboxRow]]:
+    """The chat's oldest unanswered message(s) (consecutive ones of one conversation, up to
+    ``max_batch``) with everything the turn needs, and the chat's outbox items still to send.
+    Read at the start of the turn, under the chat's turn lock, so nothing in it is stale."""
+    q = _Statements(conn)
+    key = {"channel": chat.channel, "chat_key": chat.chat_key, "thread": chat.thread}
+    pending = [_outbox_row(r) for r in q.all(_PENDING_SQL, key)]
+    rows = q.all(_BATCH_SQL, {**key, "limit": max_batch})
+    if not rows:
+        return None, pending
+    # One turn answers one conversation's messages, and one sender's: a group's next speaker
+    # gets a turn of their own (their name, their permissions).
+    first_conversation, first_user = rows[0][4], rows[0][5]
+    batch = []
+    for row in rows:
+        if row[4] != first_conversation or row[5] != first_user:
+            break
+        batch.append(row)
+    last = batch[-1]
+    conv = q.one(_CONVERSATION_SQL, {"cid": first_conversation})
+    user = q.one(_USER_SQL, {"uid": first_user}) if first_user is not None else None
     earlier = (
-        q.run(
-            "SELECT direction, author, text FROM messages WHERE conversation_id = :cid"
-            " AND id < :mid ORDER BY id DESC LIMIT :limit",
-            {"cid": row[4], "mid": message_id, "limit": history_limit},
-        ).fetchall()
+        q.all(_HISTORY_SQL, {"cid": first_conversation, "limit": history_limit})
         if history_limit > 0
         else []
     )
@@ -241,57 +432,74 @@ def load_turn(conn: Connection, message_id: int, history_limit: int) -> TurnData
         HistoryItem("user" if d == "in" else "human" if a.startswith("human:") else "assistant", t)
         for d, a, t in reversed(earlier)
     )
-    return TurnData(
-        message_id=row[0],
-        message_status=row[1],
-        text=row[2],
-        meta=_json(row[3]),
-        conversation_id=row[4],
-        channel=row[5],
-        chat_key=row[6],
-        thread=row[7],
-        conversation_status=row[8],
-        paused=bool(row[9]),
-        state=_json(row[10]),
-        summary=row[11],
-        user_id=row[12],
-        user_banned=bool(row[13]),
-        user_name=row[14],
-        user_phone=row[15],
-        history=history,
-        user_external_id=row[16],
-        bot_paused=row[17] is not None,
+    meta = json_dict(last[3])
+    if any(json_dict(r[3]).get("welcome_back") for r in batch):
+        meta["welcome_back"] = True
+    extra = meta.get("extra") or {}
+    return (
+        TurnData(
+            message_ids=tuple(r[0] for r in batch),
+            message_status=last[1],
+            text="\n".join(r[2] for r in batch),
+            meta=meta,
+            conversation_id=conv[0],
+            channel=conv[1],
+            chat_key=conv[2],
+            thread=conv[3],
+            conversation_status=conv[4],
+            paused=bool(conv[5]),
+            state=json_dict(conv[6]),
+            summary=conv[7],
+            user_id=first_user,
+            user_banned=bool(user[0]) if user else False,
+            user_name=user[1] if user else None,
+            user_phone=user[2] if user else None,
+            history=history,
+            user_external_id=user[3] if user else None,
+            bot_paused=conv[8] is not None,
+            platform_message_id=str(extra["message_id"]) if "message_id" in extra else None,
+        ),
+        pending,
     )
 
 
-@dataclass(frozen=True)
-class Answer:
-    """What a finished turn writes: the reply (or nothing) and the conversation's new state."""
-
-    text: str | None
-    state: dict[str, Any]
-    meta: dict[str, Any]
-    summary: str | None = None
-    lead: LeadDraft | None = None
-    close_reason: str | None = None
+# -- finishing a turn ---------------------------------------------------------------------------
 
 
-def persist_turn(conn: Connection, turn: TurnData, answer: Answer, now: datetime) -> int | None:
-    """Mark the inbound answered and store the reply, once: ``None`` when another process got
-    there first or when the turn has no reply."""
+def persist_turn(
+    conn: Connection, turn: TurnData, answer: Answer, now: datetime, send_now: bool
+) -> Persisted | None:
+    """Store the reply with its outbox item and mark the turn's messages answered by it, in one
+    transaction. ``None`` when the turn has no reply. Raises ``TurnAlreadyAnswered`` (and
+    writes nothing) when the messages were answered already: only a turn run twice, which the
+    chat's lock rules out, could see that, and its reply must never go out."""
     q = _Statements(conn)
-    conn = q.conn
-    claimed = q.changed(
-        "UPDATE messages SET status = :status, answered_at = :now"
-        " WHERE id = :mid AND status = 'received'",
-        {
-            "mid": turn.message_id,
-            "now": now,
-            "status": MessageStatus.IGNORED if answer.text is None else MessageStatus.ANSWERED,
-        },
-    )
-    if not claimed or answer.text is None:
+    ids_sql, ids = _in("m", turn.message_ids)
+    if answer.text is None:
+        _claim(q, ids_sql, ids, turn.message_ids, MessageStatus.IGNORED, None, now)
+        q.notify(turn.message_ids)
         return None
+    meta = dict(answer.meta)
+    if answer.lead is not None:
+        meta["lead_id"] = _insert_lead(q.conn, turn, answer.lead, now)
+    if len(turn.message_ids) > 1:
+        meta["answers"] = list(turn.message_ids)
+    reply_id = int(
+        q.one(
+            "INSERT INTO messages (conversation_id, channel, direction, author, text, status,"
+            " created_at, reply_to_id, meta) VALUES (:cid, :channel, 'out', 'bot', :text,"
+            " 'pending', :now, :reply_to, :meta) RETURNING id",
+            {
+                "cid": turn.conversation_id,
+                "channel": turn.channel,
+                "text": answer.text,
+                "now": now,
+                "reply_to": turn.message_id,
+                "meta": meta,
+            },
+        )[0]
+    )
+    _claim(q, ids_sql, ids, turn.message_ids, MessageStatus.ANSWERED, reply_id, now)
     q.run(
         "UPDATE conversations SET state = :state, last_activity_at = :now,"
         " summary = COALESCE(:summary, summary),"
@@ -307,49 +515,420 @@ def persist_turn(conn: Connection, turn: TurnData, answer: Answer, now: datetime
             "cid": turn.conversation_id,
         },
     )
-    meta = dict(answer.meta)
-    if answer.lead is not None:
-        lead = answer.lead
-        meta["lead_id"] = conn.execute(
-            insert(Lead)
-            .values(
-                conversation_id=turn.conversation_id,
-                user_id=turn.user_id,
-                product=lead.product,
-                amount=lead.amount,
-                tenure_months=lead.tenure_months,
-                monthly_income=lead.monthly_income,
-                emi=lead.emi,
-                eligible=lead.eligible,
-                name=lead.name,
-                phone=lead.phone,
-                consent=lead.consent,
-                consent_at=now if lead.consent else None,
-                status="new",
-                created_at=now,
-            )
-            .returning(Lead.id)
-        ).scalar_one()
-        if turn.user_id is not None and not turn.user_phone:
-            conn.execute(update(User).where(User.id == turn.user_id).values(phone=lead.phone))
+    outbox_id = _insert_outbox(
+        q,
+        conversation_id=turn.conversation_id,
+        message_id=reply_id,
+        kind="reply",
+        chat=turn.chat,
+        reply_to=turn.platform_message_id,
+        payload=answer.payload,
+        now=now,
+        sending=send_now,
+    )
+    q.notify(turn.message_ids)
+    return Persisted(reply_id, outbox_id, send_now)
+
+
+def _claim(
+    q: _Statements,
+    ids_sql: str,
+    ids: dict[str, Any],
+    message_ids: Sequence[int],
+    status: str,
+    reply_id: int | None,
+    now: datetime,
+) -> None:
+    claimed = q.changed(
+        "UPDATE messages SET status = :status, answered_at = :now, answer_id = :reply_id"
+        f" WHERE id IN {ids_sql} AND status = 'received'",
+        {**ids, "now": now, "status": status, "reply_id": reply_id},
+    )
+    if claimed != len(message_ids):
+        raise TurnAlreadyAnswered(message_ids)
+
+
+class TurnAlreadyAnswered(Exception):
+    """The turn's messages were answered by another run of the same turn: its reply is
+    dropped, never delivered."""
+
+    def __init__(self, message_ids: Sequence[int]) -> None:
+        super().__init__(f"messages {list(message_ids)} were answered already")
+        self.message_ids = tuple(message_ids)
+
+
+def _insert_lead(conn: Connection, turn: TurnData, lead: LeadDraft, now: datetime) -> int:
+    lead_id = conn.execute(
+        insert(Lead)
+        .values(
+            conversation_id=turn.conversation_id,
+            user_id=turn.user_id,
+            product=lead.product,
+            amount=lead.amount,
+            tenure_months=lead.tenure_months,
+            monthly_income=lead.monthly_income,
+            emi=lead.emi,
+            eligible=lead.eligible,
+            name=lead.name,
+            phone=lead.phone,
+            consent=lead.consent,
+            consent_at=now if lead.consent else None,
+            status="new",
+            created_at=now,
+        )
+        .returning(Lead.id)
+    ).scalar_one()
+    if turn.user_id is not None and not turn.user_phone:
+        conn.execute(update(User).where(User.id == turn.user_id).values(phone=lead.phone))
+    return int(lead_id)
+
+
+def _insert_outbox(
+    q: _Statements,
+    *,
+    conversation_id: int | None,
+    message_id: int | None,
+    kind: str,
+    chat: ChatAddress,
+    reply_to: str | None,
+    payload: dict[str, Any],
+    now: datetime,
+    sending: bool,
+    broadcast_id: int | None = None,
+) -> int:
     return int(
         q.one(
-            "INSERT INTO messages (conversation_id, channel, direction, author, text, status,"
-            " created_at, reply_to_id, meta) VALUES (:cid, :channel, 'out', 'bot', :text,"
-            " 'pending', :now, :reply_to, :meta) RETURNING id",
+            "INSERT INTO outbox (conversation_id, message_id, broadcast_id, kind, channel,"
+            " chat_key, thread, reply_to, payload, status, attempts, claimed_at, created_at)"
+            " VALUES (:cid, :mid, :bid, :kind, :channel, :chat_key, :thread, :reply_to,"
+            " :payload, :status, 0, :claimed_at, :now) RETURNING id",
             {
-                "cid": turn.conversation_id,
-                "channel": turn.channel,
-                "text": answer.text,
+                "cid": conversation_id,
+                "mid": message_id,
+                "bid": broadcast_id,
+                "kind": kind,
+                "channel": chat.channel,
+                "chat_key": chat.chat_key,
+                "thread": chat.thread,
+                "reply_to": reply_to,
+                "payload": payload,
+                "status": OutboxStatus.SENDING if sending else OutboxStatus.PENDING,
+                "claimed_at": now if sending else None,
                 "now": now,
-                "reply_to": turn.message_id,
-                "meta": meta,
             },
         )[0]
     )
 
 
-def set_delivery(conn: Connection, reply_id: int, status: str) -> None:
-    _Statements(conn).run(
-        "UPDATE messages SET status = :status WHERE id = :mid", {"status": status, "mid": reply_id}
+def add_outbound(
+    conn: Connection,
+    conversation_id: int,
+    author: str,
+    text_: str,
+    kind: str,
+    payload: dict[str, Any],
+    meta: dict[str, Any],
+    now: datetime,
+    event_id: str | None = None,
+) -> tuple[int, int, ChatAddress] | None:
+    """Store a message the bot or a rep sends outside a turn (a relayed rep message, a handoff
+    notice) with its outbox item, pending: the chat's flush sends it in order. ``None`` when
+    the conversation is gone."""
+    q = _Statements(conn)
+    conv = q.one(
+        "SELECT channel, chat_key, thread FROM conversations WHERE id = :cid",
+        {"cid": conversation_id},
     )
+    if conv is None:
+        return None
+    chat = ChatAddress(conv[0], conv[1], conv[2])
+    message_id = int(
+        q.one(
+            "INSERT INTO messages (conversation_id, channel, direction, author, text,"
+            " platform_event_id, status, created_at, meta) VALUES (:cid, :channel, 'out',"
+            " :author, :text, :event_id, 'pending', :now, :meta) RETURNING id",
+            {
+                "cid": conversation_id,
+                "channel": chat.channel,
+                "author": author,
+                "text": text_,
+                "event_id": event_id,
+                "now": now,
+                "meta": meta,
+            },
+        )[0]
+    )
+    outbox_id = _insert_outbox(
+        q,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        kind=kind,
+        chat=chat,
+        reply_to=None,
+        payload=payload,
+        now=now,
+        sending=False,
+    )
+    return message_id, outbox_id, chat
+
+
+def add_broadcast_items(
+    conn: Connection,
+    broadcast_id: int,
+    recipients: Sequence[tuple[str, str]],
+    payload: dict[str, Any],
+    now: datetime,
+) -> list[int]:
+    """One pending outbox item per recipient (channel, chat key) of a broadcast."""
+    q = _Statements(conn)
+    return [
+        _insert_outbox(
+            q,
+            conversation_id=None,
+            message_id=None,
+            kind="broadcast",
+            chat=ChatAddress(channel, chat_key),
+            reply_to=None,
+            payload=payload,
+            now=now,
+            sending=False,
+            broadcast_id=broadcast_id,
+        )
+        for channel, chat_key in recipients
+    ]
+
+
+def mark_ignored(conn: Connection, message_ids: Sequence[int], now: datetime) -> int:
+    """Turn messages that get no reply (a banned sender, a paused bot) into ``ignored``."""
+    q = _Statements(conn)
+    ids_sql, ids = _in("m", message_ids)
+    changed = q.changed(
+        f"UPDATE messages SET status = 'ignored', answered_at = :now WHERE id IN {ids_sql}"
+        " AND status = 'received'",
+        {**ids, "now": now},
+    )
+    q.notify(message_ids)
+    return changed
+
+
+def record_failure(
+    conn: Connection, message_ids: Sequence[int], now: datetime, max_attempts: int
+) -> bool:
+    """Count a failed turn against its messages; ``True`` when they are given up (``failed``)."""
+    q = _Statements(conn)
+    ids_sql, ids = _in("m", message_ids)
+    q.run(f"UPDATE messages SET attempts = attempts + 1 WHERE id IN {ids_sql}", ids)
+    gave_up = q.changed(
+        f"UPDATE messages SET status = 'failed', answered_at = :now WHERE id IN {ids_sql}"
+        " AND status = 'received' AND attempts >= :max",
+        {**ids, "now": now, "max": max_attempts},
+    )
+    if gave_up:
+        q.notify(message_ids)
+    return gave_up > 0
+
+
+# -- the outbox ---------------------------------------------------------------------------------
+
+
+def claim_outbox(conn: Connection, outbox_id: int, now: datetime) -> OutboxRow | None:
+    """Take a pending item for sending; ``None`` if another process took it (or it was sent)."""
+    q = _Statements(conn)
+    took = q.changed(
+        "UPDATE outbox SET status = 'sending', claimed_at = :now WHERE id = :oid"
+        " AND status = 'pending'",
+        {"oid": outbox_id, "now": now},
+    )
+    if not took:
+        return None
+    row = q.one(
+        "SELECT o.id, o.conversation_id, o.message_id, o.channel, o.chat_key, o.thread,"
+        " o.reply_to, o.payload, o.status, o.not_before, o.attempts FROM outbox o"
+        " WHERE o.id = :oid",
+        {"oid": outbox_id},
+    )
+    item = _outbox_row(row)
+    if "text" not in item.payload and item.message_id is not None:
+        # Items from before the outbox carried their text only on the message.
+        found = q.one("SELECT text FROM messages WHERE id = :mid", {"mid": item.message_id})
+        if found is not None:
+            item = OutboxRow(**{**item.__dict__, "payload": {**item.payload, "text": found[0]}})
+    return item
+
+
+def mark_outbox(
+    conn: Connection,
+    item_id: int,
+    message_id: int | None,
+    status: str,
+    now: datetime,
+    error: str | None = None,
+    not_before: datetime | None = None,
+) -> None:
+    """Record how a send went: ``sent``, ``failed``, or ``pending`` again with ``not_before``
+    (the platform's retry-after). The outbound message's status follows."""
+    q = _Statements(conn)
+    q.run(
+        "UPDATE outbox SET status = :status, attempts = attempts + 1, error = :error,"
+        " not_before = :not_before, sent_at = :sent_at WHERE id = :oid",
+        {
+            "status": status,
+            "error": error,
+            "not_before": not_before,
+            "sent_at": now if status == OutboxStatus.SENT else None,
+            "oid": item_id,
+        },
+    )
+    if message_id is not None and status != OutboxStatus.PENDING:
+        q.run(
+            "UPDATE messages SET status = :status WHERE id = :mid",
+            {"status": status, "mid": message_id},
+        )
+
+
+# -- recovery -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What recovery found: chats with unanswered messages (and the oldest message of each),
+    chats with outbox items due, and broadcast items to send."""
+
+    unanswered: list[tuple[ChatAddress, int]]
+    chats_to_flush: list[tuple[ChatAddress, int]]
+    loose_items: list[int]
+    abandoned: int
+
+
+def find_backlog(conn: Connection, older_than: datetime, stale_before: datetime) -> Backlog:
+    """Work a crash (or a lost job) left behind. Items a dead process was sending when it died
+    (``sending`` since before ``stale_before``) become ``unknown``: they may have arrived, and a
+    customer must not get the same message twice."""
+    q = _Statements(conn)
+    abandoned = q.changed(
+        "UPDATE outbox SET status = 'unknown', error = 'the sending process stopped mid-send'"
+        " WHERE status = 'sending' AND claimed_at < :stale",
+        {"stale": stale_before},
+    )
+    if abandoned:
+        q.run(
+            "UPDATE messages SET status = 'unknown' WHERE direction = 'out' AND status = 'pending'"
+            " AND id IN (SELECT message_id FROM outbox WHERE status = 'unknown')",
+            {},
+        )
+    unanswered: dict[ChatAddress, int] = {}
+    for mid, channel, chat_key, thread in q.all(
+        "SELECT m.id, c.channel, c.chat_key, c.thread FROM messages m"
+        " JOIN conversations c ON c.id = m.conversation_id"
+        " WHERE m.status = 'received' AND m.direction = 'in' AND m.created_at < :cutoff"
+        " ORDER BY m.id",
+        {"cutoff": older_than},
+    ):
+        unanswered.setdefault(ChatAddress(channel, chat_key, thread), mid)
+    flush: dict[ChatAddress, int] = {}
+    loose: list[int] = []
+    for oid, cid, channel, chat_key, thread in q.all(
+        "SELECT id, conversation_id, channel, chat_key, thread FROM outbox"
+        " WHERE status = 'pending' AND created_at < :cutoff"
+        " AND (not_before IS NULL OR not_before <= :now) ORDER BY id",
+        {"cutoff": older_than, "now": older_than},
+    ):
+        if cid is None:
+            loose.append(oid)
+        else:
+            flush.setdefault(ChatAddress(channel, chat_key, thread), oid)
+    return Backlog(list(unanswered.items()), list(flush.items()), loose, abandoned)
+
+
+def outcome_rows(conn: Connection, message_ids: Sequence[int]) -> list[tuple[Any, ...]]:
+    """For waiters: each message's status and conversation, and the reply that answered it."""
+    q = _Statements(conn)
+    ids_sql, ids = _in("m", message_ids)
+    return q.all(
+        "SELECT m.id, m.status, m.conversation_id, r.id, r.text, r.meta FROM messages m"
+        f" LEFT JOIN messages r ON r.id = m.answer_id WHERE m.id IN {ids_sql}",
+        ids,
+    )
+
+
+class TurnStore:
+    """The turn pipeline's SQL behind one interface, each call one transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def record_inbound(
+        self, inbound: Inbound, now: datetime, idle_after: timedelta
+    ) -> Recorded | None:
+        return await self.db.run_core(record_inbound, inbound, now, idle_after)
+
+    async def chat_of(self, message_id: int | None, outbox_id: int | None) -> ChatAddress | None:
+        return await self.db.run_core(chat_of, message_id, outbox_id)
+
+    async def find_event(self, channel: str, event_id: str) -> Recorded | None:
+        return await self.db.run_core(find_event, channel, event_id)
+
+    async def load_turn(
+        self, chat: ChatAddress, history_limit: int, max_batch: int = 1
+    ) -> tuple[TurnData | None, list[OutboxRow]]:
+        return await self.db.run_core(load_turn, chat, history_limit, max_batch)
+
+    async def pending_for_chat(self, chat: ChatAddress) -> list[OutboxRow]:
+        return await self.db.run_core(pending_for_chat, chat)
+
+    async def persist_turn(
+        self, turn: TurnData, answer: Answer, now: datetime, send_now: bool
+    ) -> Persisted | None:
+        return await self.db.run_core(persist_turn, turn, answer, now, send_now)
+
+    async def record_failure(
+        self, message_ids: Sequence[int], now: datetime, max_attempts: int
+    ) -> bool:
+        return await self.db.run_core(record_failure, message_ids, now, max_attempts)
+
+    async def mark_ignored(self, message_ids: Sequence[int], now: datetime) -> int:
+        return await self.db.run_core(mark_ignored, message_ids, now)
+
+    async def add_outbound(
+        self,
+        conversation_id: int,
+        author: str,
+        text_: str,
+        kind: str,
+        payload: dict[str, Any],
+        meta: dict[str, Any],
+        now: datetime,
+        event_id: str | None = None,
+    ) -> tuple[int, int, ChatAddress] | None:
+        return await self.db.run_core(
+            add_outbound, conversation_id, author, text_, kind, payload, meta, now, event_id
+        )
+
+    async def add_broadcast_items(
+        self,
+        broadcast_id: int,
+        recipients: Sequence[tuple[str, str]],
+        payload: dict[str, Any],
+        now: datetime,
+    ) -> list[int]:
+        return await self.db.run_core(add_broadcast_items, broadcast_id, recipients, payload, now)
+
+    async def claim_outbox(self, item_id: int, now: datetime) -> OutboxRow | None:
+        return await self.db.run_core(claim_outbox, item_id, now)
+
+    async def mark_outbox(
+        self,
+        item_id: int,
+        message_id: int | None,
+        status: str,
+        now: datetime,
+        error: str | None = None,
+        not_before: datetime | None = None,
+    ) -> None:
+        await self.db.run_core(mark_outbox, item_id, message_id, status, now, error, not_before)
+
+    async def find_backlog(self, older_than: datetime, stale_before: datetime) -> Backlog:
+        return await self.db.run_core(find_backlog, older_than, stale_before)
+
+    async def outcome_rows(self, message_ids: Sequence[int]) -> list[tuple[Any, ...]]:
+        return await self.db.run_core(outcome_rows, message_ids)

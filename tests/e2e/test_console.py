@@ -129,6 +129,7 @@ CRASHING_PROCESS = textwrap.dedent("""
     from bot.runtime import open_runtime
     from bot.settings import load_settings
     from adapters.console.channel import ConsoleChannel
+    from core.handlers import AgentAnswer
 
     class StalledModel:
         # Stands in for an LLM that never answers, so the process dies mid-turn.
@@ -138,7 +139,9 @@ CRASHING_PROCESS = textwrap.dedent("""
     async def main():
         settings = load_settings(data_dir=sys.argv[1], embedding_model_dir=sys.argv[2])
         async with open_runtime(settings) as runtime:
-            runtime.service.agent = StalledModel()
+            for handler in runtime.service.chain.handlers:
+                if isinstance(handler, AgentAnswer):
+                    handler.agent = StalledModel()
             console = ConsoleChannel(runtime.service, user="asha", interactive=False)
             await runtime.service.handle(console.to_inbound("I need a home loan"))
 

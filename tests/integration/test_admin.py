@@ -352,7 +352,9 @@ async def test_a_banned_user_costs_nothing(
 async def test_stats_count_fallbacks_on_both_databases(database: Database) -> None:
     scripted = ScriptedAgent(load_catalogue())
     service = ConversationService(database, scripted, scripted)
-    admin = AdminService(database, service, AdminConfig(admins=frozenset({"telegram:1"})))
+    admin = AdminService(
+        database, service.outbox, service.counters, AdminConfig(admins=frozenset({"telegram:1"}))
+    )
     await service.handle(Inbound("telegram", "9", "9", "hi", event_id="e1"))
     now = datetime.now(UTC)
     async with database.transaction() as session:

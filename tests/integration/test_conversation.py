@@ -133,8 +133,8 @@ async def test_unanswered_message_is_answered_once_by_recovery(database: Databas
     service = service_for(database)
     port = RecordingPort()
     service.register_channel("test", port)
-    assert await service.recover() == 1
-    assert await service.recover() == 0
+    assert await service.recover(startup=True, wait=True) == 1
+    assert await service.recover(startup=True, wait=True) == 0
     assert len(port.sent) == 1 and "Esoteric" in port.texts[0]
     assert await _count(database, Message, Message.reply_to_id == recorded.message_id) == 1
 

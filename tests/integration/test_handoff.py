@@ -17,13 +17,16 @@ from core.agent.scripted import ScriptedAgent
 from core.catalogue import load_catalogue
 from core.conversation import ConversationService
 from core.errors import ChannelError
+from core.handlers import Counters, default_handlers
 from core.handoff import HandoffConfig, HandoffService
 from core.hours import BusinessHours
 from core.jobs import close_idle_sessions
 from core.messages import Inbound, utcnow
+from core.outbox import Outbox
 from core.salesdesk import SalesDesk
 from core.store.database import Database
 from core.store.models import AuditEntry, Handoff, Message
+from core.store.turns import TurnStore
 from tests.support.desk import REP_A, REP_A_NAME, SALES
 from tests.support.slack_server import SlackStandIn
 
@@ -65,14 +68,19 @@ async def desk(database: Database, slack_api: SlackStandIn) -> AsyncIterator[Sla
 
 
 def handoffs(
-    db: Database, desk: SlackChannel | None, clock: Clock, hours: BusinessHours | None = None
+    db: Database,
+    desk: SlackChannel | None,
+    clock: Clock,
+    hours: BusinessHours | None = None,
+    service: ConversationService | None = None,
 ) -> HandoffService:
-    service = HandoffService(
-        db, make_service(db), load_catalogue(), HandoffConfig(hours=hours), clock=clock
+    service = service or make_service(db)
+    handoff = HandoffService(
+        db, service.outbox, load_catalogue(), HandoffConfig(hours=hours), clock=clock
     )
     if desk is not None:
-        service.attach_desk(desk)
-    return service
+        handoff.attach_desk(desk)
+    return handoff
 
 
 async def conversation(db: Database, chat: str = "5001") -> int:
@@ -199,34 +207,46 @@ async def test_a_card_the_desk_refused_is_posted_by_the_next_tick(
         assert len((await session.scalars(select(Handoff.id))).all()) == 1
 
 
-async def test_a_customer_message_the_desk_refused_is_relayed_on_recovery(
+async def test_a_customer_message_the_desk_refused_is_relayed_when_the_turn_is_retried(
     database: Database, desk: SlackChannel, slack_api: SlackStandIn
 ) -> None:
     clock = Clock()
-    service = make_service(database)
-    hand = handoffs(database, desk, clock)
-    hand.service = service
-    service.handoff = hand
+    scripted = ScriptedAgent(load_catalogue())
+    outbox = Outbox(TurnStore(database))
+    hand = HandoffService(database, outbox, load_catalogue(), HandoffConfig(), clock=clock)
+    hand.attach_desk(desk)
+    counters = Counters()
+    service = ConversationService(
+        database,
+        scripted,
+        scripted,
+        outbox=outbox,
+        handlers=default_handlers(
+            database, scripted, scripted, counters, handoff=hand, max_text_chars=4000
+        ),
+        counters=counters,
+        handoff=hand,
+    )
     conversation_id = await conversation(database)
     handoff_id = await hand.request(conversation_id, "human")
     assert handoff_id is not None
     assert (await hand.claim(handoff_id, REP_A, REP_A_NAME)).won
     slack_api.fail("chat.postMessage", "ratelimited")
-    with pytest.raises(ChannelError):
-        await service.handle(
-            Inbound(
-                "telegram", "5001", "5001", "Is anyone there?", event_id="u-2", sender_name="Ravi"
-            )
-        )
+    outcome = await service.handle(
+        Inbound("telegram", "5001", "5001", "Is anyone there?", event_id="u-2", sender_name="Ravi")
+    )
+    # The first relay was refused; the turn was tried again (with backoff) and relayed it.
+    assert outcome is not None and outcome.reply is None and outcome.status == "ignored"
     async with database.transaction() as session:
-        status = await session.scalar(
-            select(Message.status).where(Message.text == "Is anyone there?")
-        )
-    assert status == "received"
-    # Recovery answers stored messages by channel name; relaying needs only the desk.
-    await service.recover(["telegram"])
+        row = (
+            await session.execute(
+                select(Message.status, Message.attempts).where(Message.text == "Is anyone there?")
+            )
+        ).one()
+    assert tuple(row) == ("ignored", 1)
     relayed = [c.params["text"] for c in slack_api.calls_to("chat.postMessage")]
     assert relayed[-1] == "*Ravi:* Is anyone there?"
+    await service.aclose()
 
 
 def test_business_hours() -> None:

@@ -11,11 +11,14 @@ from sqlalchemy.engine import Connection
 
 from core.store.database import Database
 from core.store.models import Base
+from core.store.schema import is_ours
 
 
 async def test_models_and_migrations_agree(database: Database) -> None:
     def differences(conn: Connection) -> list[Any]:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_name": is_ours}
+        )
         return list(compare_metadata(context, Base.metadata))
 
     async with database.engine.connect() as conn:

@@ -121,7 +121,7 @@ class Desk:
             return status is not None and status != "received"
 
         await eventually(finished, f"update {update_id} answered")
-        await eventually(lambda: self.telegram.dispatcher.pending == 0, "telegram idle")
+        await self.runtime.service.idle()
 
     def telegram_texts(self, chat_id: int) -> list[str]:
         return self.telegram_api.visible(chat_id)
@@ -282,7 +282,7 @@ async def running_desk(
                 for channel in (slack, telegram):
                     await channel.start()
                     started.append(channel)
-                await runtime.service.recover([c.name for c in channels])
+                await runtime.service.recover(startup=True)
                 yield Desk(runtime, telegram_api, slack_api, telegram, slack, http)
             finally:
                 for channel in reversed(started):

@@ -103,7 +103,7 @@ class TelegramBot:
 
     async def idle(self) -> None:
         """Every accepted update handled."""
-        await eventually(lambda: self.channel.dispatcher.pending == 0)
+        await self.runtime.service.idle()
 
     async def scalar(self, sql: str, **params: Any) -> Any:
         async with self.db.engine.connect() as conn:
@@ -161,6 +161,7 @@ async def running_bot(
     if config:
         # Test-only tuning (typing grace, pacing) on the channel the composition root built.
         channel = TelegramChannel(service, dataclasses.replace(channel.config, **config))
+        service.register_channel(channel.name, channel)
         channels = [channel]
     http: _Server | None = None
     serving: asyncio.Task[None] | None = None

@@ -60,7 +60,7 @@ def _delivered(server: TelegramServer) -> bool:
     return any(p.delivered for p in server.bot.pending)
 
 
-async def test_a_poll_held_too_long_goes_ahead_with_a_warning(
+async def test_a_poll_held_too_long_fails_instead_of_confirming_and_polls_again(
     server: TelegramServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with running_bot(server, tmp_path, "polling", store_wait=0.3) as bot:
@@ -71,12 +71,15 @@ async def test_a_poll_held_too_long_goes_ahead_with_a_warning(
             with caplog.at_level(logging.WARNING, logger="adapters.telegram.channel"):
                 update_id = bot.next_id()
                 await bot.push(message_update(update_id, CHAT, "I need a home loan"))
-                # The bot does not stall: it confirms and polls on after store_wait.
-                await eventually(lambda: not _held(server, update_id), within=5)
+                await server.wait_for(lambda s: _delivered(s))
+                # Well past store_wait: the held poll failed rather than confirm it.
+                await asyncio.sleep(1.5)
+                assert _held(server, update_id), "confirmed to Telegram before it was stored"
         finally:
             lock.execute("ROLLBACK")
             lock.close()
-        assert any("before they were stored" in r.getMessage() for r in caplog.records)
-        # The update was never lost from the bot's side: it is stored and answered once.
+        assert any("not confirming them" in r.getMessage() for r in caplog.records)
+        # Once the database is free the update is stored, answered once, then confirmed.
         await server.wait_messages(CHAT, 2)
+        await eventually(lambda: not _held(server, update_id), within=10)
         assert len(server.texts(CHAT)) == 2

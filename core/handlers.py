@@ -1,0 +1,400 @@
+"""The turn's handler chain: each handler looks at the turn and either decides it (a reply, or a
+deliberate silence) or passes it on. The composition root (``bot.runtime``) lists the chain, in
+the order the rules need: bans first, admin commands before pauses (a paused bot still takes
+"resume"), the human handoff before anything that would answer for the bot, the agent last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeGuard
+
+from sqlalchemy import update
+
+from core.agent.base import Agent, AgentResult, StreamingAgent, TurnContext
+from core.agent.scripted import ScriptedAgent
+from core.errors import AgentError
+from core.messages import Command, Reply, Target, parse_command
+from core.ports import OutboundPort, StreamingPort
+from core.store.database import Database
+from core.store.models import ConversationStatus, User
+from core.store.turns import TurnData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Counters:
+    """Process-local figures for /metrics and admin stats."""
+
+    turns: int = 0
+    dedup_hits: int = 0
+    fallbacks: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+
+class LiveReply:
+    """The ``ReplyStream`` a streaming channel renders while the agent writes. Deltas flow as
+    they come; ``final()`` resolves only once the whole reply is persisted, so what the channel
+    leaves on screen is exactly what the database holds."""
+
+    def __init__(self) -> None:
+        self._deltas: asyncio.Queue[str | None] = asyncio.Queue()
+        self._final: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.delivery: asyncio.Task[None] | None = None
+
+    def push(self, delta: str) -> None:
+        self._deltas.put_nowait(delta)
+
+    def end_deltas(self) -> None:
+        self._deltas.put_nowait(None)
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[str]:
+        while True:
+            delta = await self._deltas.get()
+            if delta is None:
+                self._deltas.put_nowait(None)  # a second iteration ends at once too
+                return
+            yield delta
+
+    async def final(self) -> Reply:
+        return await asyncio.shield(self._final)
+
+    def resolve(self, reply: Reply) -> None:
+        self.end_deltas()
+        if not self._final.done():
+            self._final.set_result(reply)
+
+    async def abort(self, exc: BaseException) -> None:
+        """The turn failed after the channel started rendering: let the channel's stream end
+        (it marks what it showed as interrupted) and collect its outcome."""
+        self.end_deltas()
+        if not self._final.done():
+            self._final.set_exception(AgentError(f"the turn failed: {exc!r}"))
+            self._final.exception()  # retrieved here: the channel may never ask for it
+        if self.delivery is not None:
+            await asyncio.gather(self.delivery, return_exceptions=True)
+
+
+@dataclass
+class Turn:
+    """What the handlers see: the turn's data, read under the chat's lock, and where to answer."""
+
+    data: TurnData
+    command: Command | None
+    target: Target
+    port: OutboundPort | None
+    # Set by the agent handler when the reply is streaming to the channel.
+    live: LiveReply | None = None
+    # Whether the reply may be streamed (nothing of this chat is waiting to be sent before it).
+    may_stream: bool = True
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A handler took the turn: ``result`` is the reply, or ``None`` for a deliberate silence
+    (the message is stored and marked ignored: banned, paused, relayed to a rep)."""
+
+    result: AgentResult | None
+
+
+class Handler(Protocol):
+    async def __call__(self, turn: Turn) -> Decision | None:
+        """Decide the turn, or return ``None`` to pass it to the next handler."""
+
+
+class HandlerChain:
+    def __init__(self, handlers: Sequence[Handler]) -> None:
+        self.handlers = tuple(handlers)
+
+    async def route(self, turn: Turn) -> AgentResult | None:
+        for handler in self.handlers:
+            decision = await handler(turn)
+            if decision is not None:
+                return decision.result
+        return None
+
+
+# -- the handlers -------------------------------------------------------------------------------
+
+
+class AdminHook(Protocol):
+    """Admin commands (core.admin.AdminService)."""
+
+    def handles(self, name: str) -> bool: ...
+
+    async def run_command(
+        self, channel: str, sender_id: str, command: Command, chat_key: str
+    ) -> Reply: ...
+
+
+class RelayHook(Protocol):
+    """The human handoff (core.handoff.HandoffService)."""
+
+    async def relay_from_customer(self, turn: TurnData) -> bool: ...
+
+
+class BannedSender:
+    """A banned sender's messages are stored and never answered (and cost no LLM call)."""
+
+    async def __call__(self, turn: Turn) -> Decision | None:
+        return Decision(None) if turn.data.user_banned else None
+
+
+class AdminCommands:
+    def __init__(self, admin: AdminHook) -> None:
+        self.admin = admin
+
+    async def __call__(self, turn: Turn) -> Decision | None:
+        command = turn.command
+        if command is None or not self.admin.handles(command.name):
+            return None
+        data = turn.data
+        reply = await self.admin.run_command(
+            data.channel, data.user_external_id or "", command, data.chat_key
+        )
+        return Decision(AgentResult(reply, data.state, meta={"admin": command.name}))
+
+
+class Paused:
+    """An admin paused this conversation or the whole bot: store, answer nothing."""
+
+    async def __call__(self, turn: Turn) -> Decision | None:
+        return Decision(None) if turn.data.paused or turn.data.bot_paused else None
+
+
+class HumanHandoff:
+    """A rep holds the conversation: the customer's message goes to the rep, not the bot."""
+
+    def __init__(self, handoff: RelayHook | None) -> None:
+        self.handoff = handoff
+
+    async def __call__(self, turn: Turn) -> Decision | None:
+        if turn.data.conversation_status != ConversationStatus.HANDOFF:
+            return None
+        if self.handoff is None or await self.handoff.relay_from_customer(turn.data):
+            return Decision(None)
+        return None
+
+
+class BroadcastOptIn:
+    """/subscribe and /unsubscribe: whether admin broadcasts reach this customer."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def __call__(self, turn: Turn) -> Decision | None:
+        if turn.command is None or turn.command.name not in ("subscribe", "unsubscribe"):
+            return None
+        on = turn.command.name == "subscribe"
+        if turn.data.user_id is not None:
+            async with self.db.transaction() as session:
+                await session.execute(
+                    update(User).where(User.id == turn.data.user_id).values(broadcast_opt_in=on)
+                )
+        text = (
+            "Done: you'll receive our occasional announcements. Send /unsubscribe to stop."
+            if on
+            else "Done: you won't receive announcements any more. Send /subscribe to resume."
+        )
+        return Decision(AgentResult(Reply(text), turn.data.state))
+
+
+class InputGuards:
+    """Messages the agent should never see: too long, or with no text at all."""
+
+    def __init__(self, max_text_chars: int) -> None:
+        self.max_text_chars = max_text_chars
+
+    async def __call__(self, turn: Turn) -> Decision | None:
+        data = turn.data
+        if len(data.text) > self.max_text_chars:
+            return Decision(
+                AgentResult(
+                    Reply(
+                        f"That message is too long for me ({len(data.text):,} characters; the "
+                        f"limit is {self.max_text_chars:,}). Please send a shorter one."
+                    ),
+                    data.state,
+                )
+            )
+        if turn.command is None and not data.text.strip():
+            attachments = data.meta.get("attachments")
+            if attachments:
+                text = (
+                    "Thanks! I can only read text messages, so I can't open that "
+                    f"{attachments[0]}. Please type your question and I'll help."
+                )
+            else:
+                text = "I didn't catch any text there. How can I help?"
+            return Decision(AgentResult(Reply(text), data.state))
+        return None
+
+
+class CustomerCommands:
+    """/start, /help, /reset, /human, and a polite word for commands nobody knows."""
+
+    def __init__(self, scripted: ScriptedAgent) -> None:
+        self.scripted = scripted
+
+    async def __call__(self, turn: Turn) -> Decision | None:
+        if turn.command is None:
+            return None
+        name, state = turn.command.name, turn.data.state
+        if name == "start":
+            return Decision(AgentResult(self.scripted.greeting(), {"stage": "need"}))
+        if name == "help":
+            return Decision(AgentResult(self.scripted.help(), state))
+        if name == "reset":
+            result = AgentResult(
+                Reply(
+                    "Done: I've cleared our conversation. Say hi whenever you're ready, or tell "
+                    "me which loan you need."
+                ),
+                {},
+            )
+            result.meta["close"] = "reset"
+            return Decision(result)
+        if name == "human":
+            return Decision(self.scripted.ask_consent(state, wants_human=True))
+        return Decision(
+            AgentResult(
+                Reply(f"Sorry, I don't know the command /{name}. Type /help to see what I can do."),
+                state,
+            )
+        )
+
+
+# ``isinstance`` against a runtime-checkable protocol inspects the protocol's members each time,
+# and these checks run on every turn: remember the answer per class.
+_CONFORMS: dict[tuple[type, type], bool] = {}
+
+
+def _conforms(obj: object, protocol: type) -> bool:
+    key = (type(obj), protocol)
+    if key not in _CONFORMS:
+        _CONFORMS[key] = isinstance(obj, protocol)
+    return _CONFORMS[key]
+
+
+def _streaming_port(port: OutboundPort | None) -> TypeGuard[StreamingPort]:
+    return port is not None and _conforms(port, StreamingPort)
+
+
+def _streaming_agent(agent: Agent) -> TypeGuard[StreamingAgent]:
+    return _conforms(agent, StreamingAgent)
+
+
+class AgentAnswer:
+    """The agent answers (the LLM agent when configured, streaming where the channel can; the
+    scripted agent otherwise, and whenever the LLM agent fails)."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        scripted: ScriptedAgent,
+        counters: Counters,
+        personas: dict[str, str] | None = None,
+    ) -> None:
+        self.agent = agent
+        self.scripted = scripted
+        self.counters = counters
+        self.personas = personas if personas is not None else {"slack": "sales"}
+
+    async def __call__(self, turn: Turn) -> Decision:
+        data = turn.data
+        ctx = TurnContext(
+            conversation_id=data.conversation_id,
+            channel=data.channel,
+            text=data.text,
+            state=data.state,
+            history=data.history,
+            sender_name=data.user_name,
+            contact_phone=data.user_phone if data.meta.get("contact_shared") else None,
+            persona=self.personas.get(data.channel, "customer"),
+            summary=data.summary,
+        )
+        if turn.port is not None:
+            with contextlib.suppress(Exception):
+                await turn.port.typing(turn.target)
+        try:
+            result = await self._ask(ctx, turn)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if self.agent is self.scripted:
+                raise
+            # The LLM agent already falls back internally; this is the last line of defence.
+            self.counters.fallbacks += 1
+            log.exception("agent failed; scripted agent answers")
+            result = await self.scripted.respond(ctx)
+            result.meta["fallback"] = True
+        if data.meta.get("welcome_back") and not result.reply.text.startswith("Welcome back"):
+            reply = result.reply
+            result.reply = Reply(
+                "Welcome back! " + reply.text, reply.choices, reply.citations, reply.request_contact
+            )
+        return Decision(result)
+
+    async def _ask(self, ctx: TurnContext, turn: Turn) -> AgentResult:
+        """Stream when both the channel and the agent can; otherwise one whole reply."""
+        agent, port = self.agent, turn.port
+        if not (turn.may_stream and _streaming_port(port) and _streaming_agent(agent)):
+            return await agent.respond(ctx)
+        live = turn.live = LiveReply()
+        live.delivery = asyncio.create_task(port.stream(turn.target, live), name="reply-stream")
+        result: AgentResult | None = None
+        try:
+            async for item in agent.stream(ctx):
+                if isinstance(item, AgentResult):
+                    result = item
+                else:
+                    live.push(item)
+        finally:
+            live.end_deltas()
+        if result is None:
+            raise AgentError("the agent's stream ended without a result")
+        result.meta["streamed"] = True
+        return result
+
+
+def command_of(data: TurnData) -> Command | None:
+    """The turn's command, parsed from its stored text (commands are never merged)."""
+    return parse_command(data.text) if data.text.lstrip().startswith("/") else None
+
+
+def default_handlers(
+    db: Database,
+    agent: Agent,
+    scripted: ScriptedAgent,
+    counters: Counters,
+    *,
+    admin: AdminHook | None = None,
+    handoff: RelayHook | None = None,
+    max_text_chars: int,
+    personas: dict[str, str] | None = None,
+) -> list[Handler]:
+    """The chain in its rule order; ``bot.runtime`` builds it from this list."""
+    handlers: list[Handler] = [BannedSender()]
+    if admin is not None:
+        handlers.append(AdminCommands(admin))
+    handlers += [
+        Paused(),
+        HumanHandoff(handoff),
+        BroadcastOptIn(db),
+        InputGuards(max_text_chars),
+        CustomerCommands(scripted),
+        AgentAnswer(agent, scripted, counters, personas),
+    ]
+    return handlers
