@@ -35,6 +35,8 @@ class HistoryMessage:
     created_at: datetime
     citations: tuple[dict[str, Any], ...] = ()
     choices: tuple[dict[str, Any], ...] = ()
+    # A reply's: the inbound messages it answers.
+    answers: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def session_view(
     ).first()
     rows = conn.execute(
         select(Message.id, Message.direction, Message.author, Message.text, Message.created_at)
-        .add_columns(Message.meta)
+        .add_columns(Message.meta, Message.reply_to_id)
         .where(Message.conversation_id.in_(conversations))
         .order_by(Message.id.desc())
         .limit(limit)
@@ -131,6 +133,9 @@ def session_view(
                 created_at=_aware(row.created_at),
                 citations=tuple(meta.get("citations") or ()),
                 choices=tuple(meta.get("choices") or ()),
+                answers=tuple(
+                    meta.get("answers") or ([row.reply_to_id] if row.reply_to_id else [])
+                ),
             )
         )
     if record.ended_at is not None:

@@ -41,6 +41,11 @@ class HistoryMessageOut(BaseModel):
     created_at: datetime
     citations: list[CitationOut] = []
     choices: list[ChoiceOut] = []
+    answers: list[int] = Field(
+        default=[],
+        description="for a reply: the ids of the messages it answers (several when the "
+        "customer sent a few in a row)",
+    )
 
 
 class SessionOut(BaseModel):

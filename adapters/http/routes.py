@@ -148,6 +148,7 @@ def build_router(channel: WebChannel) -> APIRouter:
                     created_at=m.created_at,
                     citations=citations_out(list(m.citations)),
                     choices=[ChoiceOut.model_validate(c) for c in m.choices],
+                    answers=list(m.answers),
                 )
                 for m in view.messages
             ],

@@ -69,6 +69,10 @@ async def test_a_session_quotes_the_exact_emi_and_keeps_its_history(api: Api) ->
     ]
     assert view["messages"][1]["choices"][0]["label"] == "Home Loan"
     assert view["messages"][-1]["text"] == quote["reply"]
+    # Each reply says which message it answers.
+    messages = view["messages"]
+    assert [m["answers"] for m in messages[1::2]] == [[m["id"]] for m in messages[::2]]
+    assert all(m["answers"] == [] for m in messages[::2])
     assert view["created_at"] <= view["last_activity_at"]
 
 
@@ -113,6 +117,8 @@ async def test_a_retried_message_is_answered_once(api: Api, tmp_path: Path) -> N
     first = (await chat(api, session, "I need a car loan", client_message_id="m-1")).json()
     again = (await chat(api, session, "I need a car loan", client_message_id="m-1")).json()
     assert again["duplicate"] is True and again["reply"] == first["reply"]
+    # The retry names the original reply, never null.
+    assert again["message_id"] == first["message_id"] is not None
     # Both at once: the second waits for the first's answer instead of starting another turn.
     both = await asyncio.gather(
         chat(api, session, "6 lakh", client_message_id="m-2"),
@@ -120,6 +126,7 @@ async def test_a_retried_message_is_answered_once(api: Api, tmp_path: Path) -> N
     )
     replies = [r.json() for r in both]
     assert replies[0]["reply"] == replies[1]["reply"]
+    assert replies[0]["message_id"] == replies[1]["message_id"] is not None
     assert sorted(r["duplicate"] for r in replies) == [False, True]
     assert rows(tmp_path, "select count(*) from messages where direction = 'in'") == [(2,)]
     assert api.runtime.service.counters.dedup_hits >= 1
