@@ -290,6 +290,7 @@ def create_database(
     echo: bool = False,
     busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
     pool_size: int = 10,
+    pool_timeout: float = 30.0,
 ) -> Database:
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
@@ -306,7 +307,12 @@ def create_database(
         # Turns hold a connection only for their short transactions, so a pool far smaller
         # than the turns in flight serves them; waiting for one is bounded by pool_timeout,
         # and running out becomes StoreUnavailable, never a raw driver error.
-        kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size // 2)
+        kwargs.update(
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=pool_size // 2,
+            pool_timeout=pool_timeout,
+        )
     engine = create_async_engine(parsed, **kwargs)
     if not sqlite:
         return Database(engine, async_sessionmaker(engine, expire_on_commit=False))

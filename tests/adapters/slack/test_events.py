@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -323,3 +324,27 @@ async def test_retried_event_gets_one_reply_on_postgres(
             await channel.stop()
         assert len(slack_api.posts()) == 1
         assert await stored_messages(runtime, platform_event_id=body["event_id"]) == 1
+
+
+async def test_an_event_is_acknowledged_only_once_stored(
+    slack: SlackClient, channel: SlackChannel, slack_api: SlackStandIn, runtime: Runtime
+) -> None:
+    """While the database cannot store the message, Slack gets an error (and delivers the event
+    again); the redelivery is stored, acknowledged and answered once."""
+    assert runtime.db.is_sqlite
+    database = runtime.settings.resolved_database_url.split("///", 1)[1]
+    lock = sqlite3.connect(database, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    body = event("event_message_im.json", text="What's the processing fee on a car loan?")
+    try:
+        refused = await slack.event(body)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert refused.status_code >= 500
+    assert await stored_messages(runtime) == 0
+    again = await slack.event(body, retry=1)
+    assert again.status_code == 200
+    assert await stored_messages(runtime, platform_event_id=body["event_id"]) == 1
+    await channel.idle()
+    assert len(slack_api.posts()) == 1

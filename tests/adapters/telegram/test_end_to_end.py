@@ -194,6 +194,32 @@ async def test_group_messages_need_a_mention_or_a_reply(bot: TelegramBot) -> Non
     assert stored == "hi"
 
 
+async def test_each_group_reply_quotes_the_message_it_answers(bot: TelegramBot) -> None:
+    """Two members ask at once: the second message is stored while the first one's turn runs,
+    and each reply still quotes its own message (the quote travels with the turn)."""
+    group = -1001234567899
+    mention = [{"offset": 0, "length": 16, "type": "mention"}]
+    asked = [
+        message_update(
+            bot.next_id(), group, f"@anchor_test_bot {words}", from_id=sender, entities=mention
+        )
+        for sender, words in ((223344556, "hi"), (998877665, "I need a car loan"))
+    ]
+    for update in asked:
+        await bot.push(update)
+    await bot.server.wait_messages(group, 2)
+    replies = bot.server.calls_to("sendMessage", group)
+    assert [r.params["reply_parameters"]["message_id"] for r in replies] == [
+        update["message"]["message_id"] for update in asked
+    ]
+    assert "Which loan" in replies[0].text and "Car Loan" in replies[1].text
+    senders = await bot.rows(
+        "SELECT u.external_id FROM messages m JOIN users u ON u.id = m.user_id"
+        " WHERE m.direction = 'in' ORDER BY m.id"
+    )
+    assert [r.external_id for r in senders] == ["223344556", "998877665"]
+
+
 async def test_help_command_renders_a_list(bot: TelegramBot) -> None:
     reply = await bot.exchange(ASHA, message_update(bot.next_id(), ASHA, "/help"))
     assert "• /reset: start a new conversation" in reply.text
