@@ -217,7 +217,7 @@ async def esoteric_bot(
     from adapters.telegram import TelegramChannel, TelegramConfig
     from core.agent.scripted import ScriptedAgent
     from core.catalogue import load_catalogue
-    from core.conversation import ConversationService
+    from core.conversation import ConversationService, ServiceConfig
     from core.store.database import create_database
     from core.store.schema import upgrade_to_head
 
@@ -225,11 +225,12 @@ async def esoteric_bot(
         db = create_database(f"sqlite+aiosqlite:///{Path(data) / 'esoteric.db'}")
         await upgrade_to_head(db)
         scripted = ScriptedAgent(load_catalogue())
-        service = ConversationService(db, scripted, scripted)
+        # ``workers``: turns in flight at once (ESOTERIC_WORKER_CONCURRENCY).
+        service = ConversationService(db, scripted, scripted, ServiceConfig(concurrency=workers))
         channel = TelegramChannel(
-            service,
-            TelegramConfig(token=TOKEN, api_url=api_url, workers=workers, messages_per_second=None),
+            service, TelegramConfig(token=TOKEN, api_url=api_url, messages_per_second=None)
         )
+        service.register_channel(channel.name, channel)
         await channel.start()
         settle(runtime)
         try:

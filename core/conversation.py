@@ -43,6 +43,7 @@ from core.store.database import Database
 from core.store.models import MessageStatus, OutboxStatus
 from core.store.turns import (
     Answer,
+    Outbound,
     OutboxRow,
     Persisted,
     Recorded,
@@ -385,12 +386,7 @@ class ConversationService:
             data.message_ids,
         )
         added = await self.store.add_outbound(
-            data.conversation_id,
-            "bot",
-            GAVE_UP,
-            "notice",
-            Reply(GAVE_UP).payload(),
-            {"notice": "gave_up"},
+            Outbound(data.conversation_id, "bot", GAVE_UP, "notice", {"notice": "gave_up"}),
             self.clock(),
         )
         if added is not None:

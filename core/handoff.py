@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.catalogue import Catalogue
 from core.engine import TurnJob
 from core.hours import BusinessHours
-from core.messages import Reply, utcnow
+from core.messages import utcnow
 from core.money import format_money
 from core.outbox import Outbox
 from core.store import repository as repo
@@ -44,7 +44,7 @@ from core.store.models import (
     Message,
     User,
 )
-from core.store.turns import ChatAddress
+from core.store.turns import ChatAddress, Outbound
 
 if TYPE_CHECKING:
     from core.store.turns import TurnData
@@ -663,14 +663,15 @@ class HandoffService:
         now = self.clock()
         try:
             added = await self.outbox.store.add_outbound(
-                handoff.conversation_id,
-                f"human:{rep_id}",
-                shown,
-                "relay",
-                Reply(shown).payload(),
-                {"handoff_id": handoff.id, "rep_name": name},
+                Outbound(
+                    handoff.conversation_id,
+                    f"human:{rep_id}",
+                    shown,
+                    "relay",
+                    {"handoff_id": handoff.id, "rep_name": name},
+                    event_id=f"{DESK}:{event_id}" if event_id else None,
+                ),
                 now,
-                event_id=f"{DESK}:{event_id}" if event_id else None,
             )
         except IntegrityError:
             return RelayResult(RelayOutcome.DUPLICATE)
@@ -693,13 +694,7 @@ class HandoffService:
     async def _tell_customer(self, conversation_id: int, text: str, kind: str) -> None:
         """A notice from the bot to the customer, persisted like any reply."""
         added = await self.outbox.store.add_outbound(
-            conversation_id,
-            "bot",
-            text,
-            "notice",
-            Reply(text).payload(),
-            {"handoff": kind},
-            self.clock(),
+            Outbound(conversation_id, "bot", text, "notice", {"handoff": kind}), self.clock()
         )
         if added is not None:
             await self._send_pending(added[2], added[1])

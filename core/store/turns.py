@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, text, update
 
 from core.agent.base import HistoryItem, LeadDraft
-from core.messages import Inbound
+from core.messages import Inbound, Reply
 from core.store.database import Database
 from core.store.models import (
     ConversationStatus,
@@ -620,20 +620,25 @@ def _insert_outbox(
     )
 
 
+@dataclass(frozen=True)
+class Outbound:
+    """A message the bot or a rep sends outside a turn: a relayed rep message, a notice."""
+
+    conversation_id: int
+    author: str  # bot, or human:<rep id>
+    text: str
+    kind: str  # relay, notice
+    meta: dict[str, Any] = field(default_factory=dict)
+    # The platform event it came from (a rep's Slack message), deduplicated like inbound ones.
+    event_id: str | None = None
+
+
 def add_outbound(
-    conn: Connection,
-    conversation_id: int,
-    author: str,
-    text_: str,
-    kind: str,
-    payload: dict[str, Any],
-    meta: dict[str, Any],
-    now: datetime,
-    event_id: str | None = None,
+    conn: Connection, outbound: Outbound, now: datetime
 ) -> tuple[int, int, ChatAddress] | None:
-    """Store a message the bot or a rep sends outside a turn (a relayed rep message, a handoff
-    notice) with its outbox item, pending: the chat's flush sends it in order. ``None`` when
-    the conversation is gone."""
+    """Store ``outbound`` with its outbox item, pending: the chat's flush sends it in order.
+    ``None`` when the conversation is gone."""
+    conversation_id = outbound.conversation_id
     q = _Statements(conn)
     conv = q.one(
         "SELECT channel, chat_key, thread FROM conversations WHERE id = :cid",
@@ -650,11 +655,11 @@ def add_outbound(
             {
                 "cid": conversation_id,
                 "channel": chat.channel,
-                "author": author,
-                "text": text_,
-                "event_id": event_id,
+                "author": outbound.author,
+                "text": outbound.text,
+                "event_id": outbound.event_id,
                 "now": now,
-                "meta": meta,
+                "meta": outbound.meta,
             },
         )[0]
     )
@@ -662,10 +667,10 @@ def add_outbound(
         q,
         conversation_id=conversation_id,
         message_id=message_id,
-        kind=kind,
+        kind=outbound.kind,
         chat=chat,
         reply_to=None,
-        payload=payload,
+        payload=Reply(outbound.text).payload(),
         now=now,
         sending=False,
     )
@@ -890,19 +895,9 @@ class TurnStore:
         return await self.db.run_core(mark_ignored, message_ids, now)
 
     async def add_outbound(
-        self,
-        conversation_id: int,
-        author: str,
-        text_: str,
-        kind: str,
-        payload: dict[str, Any],
-        meta: dict[str, Any],
-        now: datetime,
-        event_id: str | None = None,
+        self, outbound: Outbound, now: datetime
     ) -> tuple[int, int, ChatAddress] | None:
-        return await self.db.run_core(
-            add_outbound, conversation_id, author, text_, kind, payload, meta, now, event_id
-        )
+        return await self.db.run_core(add_outbound, outbound, now)
 
     async def add_broadcast_items(
         self,
