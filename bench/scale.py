@@ -1,24 +1,34 @@
 """Turn throughput across `esoteric worker` processes sharing one Postgres (procrastinate jobs).
 
-Each run starts from a fresh database (a copy of one migrated template), stores C conversations
-x K messages directly (no jobs yet), starts N `esoteric worker` subprocesses, waits until each
-logs that it is running, then defers one turn job per stored message in one batch (exactly the
-jobs `ProcrastinateTurnQueue.defer` makes: task, arguments, per-chat lock, queueing lock) and
-times until no inbound message is left unanswered. Two kinds of run:
+Each run stores C conversations x K messages directly (as the channels do, no jobs yet), starts
+N `esoteric worker` subprocesses, waits until each logs that it is running, then defers one turn
+job per stored message in one batch (exactly the jobs `ProcrastinateTurnQueue.defer` makes:
+task, arguments, per-chat lock, queueing lock) and times until no inbound message is left
+unanswered. Two kinds of run:
 
 - scripted (no Groq key; CPU bound): 500 conversations x 6 messages of a home-loan flow.
   Target: 2 workers >= 1.6x one worker's turns/s.
-- LLM: a Groq stand-in (in this process) answers every request after 300 ms; 500 x 2 messages
-  at the default concurrency. Target: >= 80% of the ceiling, concurrency x workers / 0.3 s.
+- LLM: a Groq stand-in (in this process, so it costs this process some CPU) answers every
+  request after 300 ms, streaming a 25-word answer a word a frame; 500 x 2 messages at the
+  default concurrency. Target: >= 80% of the ceiling, concurrency x workers / 0.3 s.
 
 Prints per run: turns answered, elapsed, turns/s, p50/p99 of the replies' `latency_ms` (time
-spent in the turn, queueing excluded), the ratio to the target's reference, peak Postgres
-connections of the run's database (this script's own excluded), and where the CPU went
-(workers, Postgres backends, this process with its stand-in). Postgres runs on the same cores
-as the workers, so "N workers" never means N cores of turns.
+in the turn itself, queueing excluded), the ratio to the target's reference, peak Postgres
+connections of the run's database (this script's own excluded), and where the CPU went per
+turn (workers, the run database's Postgres backends, this process) with Postgres transactions
+per turn. Postgres and Redis run on the same cores as the workers, so N workers never get N
+cores; other people's work on the machine shows as "others" (each run first waits, up to
+--wait-quiet seconds, for the machine to go idle).
+
+Every run gets a database of its own, a copy of one migrated template: the same empty tables,
+sequences and planner statistics each time, and nothing of an earlier run (dead rows,
+procrastinate's worker rows, notifications) left to skew a later one. The bench runs no ANALYZE
+by default, so the planner sees whatever the server's own statistics say; where autovacuum is
+off (as on this project's Postgres) that is the empty template's. --analyze refreshes them
+after the preload and, inside the clock, right after the jobs are deferred.
 
     python bench/scale.py
-    python bench/scale.py --workers 1,2 --skip-llm --conversations 200
+    python bench/scale.py --workers 1,2 --skip-llm --conversations 200 --analyze
 """
 
 from __future__ import annotations
