@@ -260,11 +260,13 @@ class ConversationService:
         """A job of the chat's turn queue: send what the chat has pending, then answer its
         oldest messages until the job's own message is answered. Runs one at a time per chat,
         so everything read here is current."""
-        chat = job.chat or await self.store.chat_of(job.message_id, job.outbox_id)
-        if chat is None:
-            return  # its conversation was deleted
+        chat = job.chat
         while True:
-            data, pending = await self.store.load_turn(chat, self._history_limit)
+            chat, data, pending = await self.store.load_turn(
+                chat, self._history_limit, 1, job.message_id, job.outbox_id
+            )
+            if chat is None:
+                return  # its conversation was deleted
             clear = await self.outbox.flush(pending) if pending else True
             if data is None or job.message_id is None or data.message_ids[0] > job.message_id:
                 return

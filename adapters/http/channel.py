@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "web"
 SESSION_CACHE_TTL = 30.0
 SESSION_CACHE_SIZE = 10_000
+# Streamed text is sent to sockets at most this often (seconds), gathered in between.
+STREAM_INTERVAL = 0.1
 
 
 @dataclass(frozen=True)
@@ -201,8 +203,18 @@ class WebChannel:
         await self._fan_out(target.chat_key, {"type": "typing"})
 
     async def stream(self, target: Target, reply: ReplyStream) -> None:
+        """Deltas as frames: the first at once, then gathered into one frame per
+        ``STREAM_INTERVAL`` (a model writes a word a frame; each frame is a publish to every
+        process when the fan-out is Redis), then the whole reply."""
+        loop = asyncio.get_running_loop()
+        pending, last = "", float("-inf")
         async for delta in reply:
-            await self._fan_out(target.chat_key, {"type": "delta", "text": delta})
+            pending += delta
+            if loop.time() - last >= STREAM_INTERVAL:
+                await self._fan_out(target.chat_key, {"type": "delta", "text": pending})
+                pending, last = "", loop.time()
+        if pending:
+            await self._fan_out(target.chat_key, {"type": "delta", "text": pending})
         await self._fan_out(target.chat_key, reply_frame(await reply.final()))
 
     async def _fan_out(self, session_id: str, frame: dict[str, Any]) -> None:

@@ -109,6 +109,7 @@ class Conversation(Base):
             postgresql_where=text("status != 'closed'"),
         ),
         Index("ix_conversations_status_activity", "status", "last_activity_at"),
+        Index("ix_conversations_chat", "channel", "chat_key", "thread"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -134,6 +135,14 @@ class Message(Base):
         UniqueConstraint("channel", "platform_event_id", name="uq_messages_event"),
         Index("ix_messages_conversation", "conversation_id", "id"),
         Index("ix_messages_status", "status"),
+        # A chat's unanswered messages, oldest first: what every turn reads.
+        Index(
+            "ix_messages_unanswered",
+            "conversation_id",
+            "id",
+            sqlite_where=text("status = 'received'"),
+            postgresql_where=text("status = 'received'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -401,17 +401,27 @@ def pending_for_chat(conn: Connection, chat: ChatAddress) -> list[OutboxRow]:
 
 
 def load_turn(
-    conn: Connection, chat: ChatAddress, history_limit: int, max_batch: int = 1
-) -> tuple[TurnData | None, list[OutboxRow]]:
-    """The chat's oldest unanswered message(s) (consecutive ones of one conversation, up to
-    ``max_batch``) with everything the turn needs, and the chat's outbox items still to send.
-    Read at the start of the turn, under the chat's turn lock, so nothing in it is stale."""
+    conn: Connection,
+    chat: ChatAddress | None,
+    history_limit: int,
+    max_batch: int = 1,
+    message_id: int | None = None,
+    outbox_id: int | None = None,
+) -> tuple[ChatAddress | None, TurnData | None, list[OutboxRow]]:
+    """The chat's oldest unanswered message(s) (consecutive ones of one conversation and one
+    sender, up to ``max_batch``) with everything the turn needs, and the chat's outbox items
+    still to send. Read at the start of the turn, under the chat's turn lock, so nothing in it
+    is stale. A job that carries only ids (``message_id``, ``outbox_id``) finds its chat here,
+    in the same transaction; ``None`` for a chat whose conversation is gone."""
+    chat = chat or chat_of(conn, message_id, outbox_id)
+    if chat is None:
+        return None, None, []
     q = _Statements(conn)
     key = {"channel": chat.channel, "chat_key": chat.chat_key, "thread": chat.thread}
     pending = [_outbox_row(r) for r in q.all(_PENDING_SQL, key)]
     rows = q.all(_BATCH_SQL, {**key, "limit": max_batch})
     if not rows:
-        return None, pending
+        return chat, None, pending
     # One turn answers one conversation's messages, and one sender's: a group's next speaker
     # gets a turn of their own (their name, their permissions).
     first_conversation, first_user = rows[0][4], rows[0][5]
@@ -437,6 +447,7 @@ def load_turn(
         meta["welcome_back"] = True
     extra = meta.get("extra") or {}
     return (
+        chat,
         TurnData(
             message_ids=tuple(r[0] for r in batch),
             message_status=last[1],
@@ -867,16 +878,20 @@ class TurnStore:
     ) -> Recorded | None:
         return await self.db.run_core(record_inbound, inbound, now, idle_after)
 
-    async def chat_of(self, message_id: int | None, outbox_id: int | None) -> ChatAddress | None:
-        return await self.db.run_core(chat_of, message_id, outbox_id)
-
     async def find_event(self, channel: str, event_id: str) -> Recorded | None:
         return await self.db.run_core(find_event, channel, event_id)
 
     async def load_turn(
-        self, chat: ChatAddress, history_limit: int, max_batch: int = 1
-    ) -> tuple[TurnData | None, list[OutboxRow]]:
-        return await self.db.run_core(load_turn, chat, history_limit, max_batch)
+        self,
+        chat: ChatAddress | None,
+        history_limit: int,
+        max_batch: int = 1,
+        message_id: int | None = None,
+        outbox_id: int | None = None,
+    ) -> tuple[ChatAddress | None, TurnData | None, list[OutboxRow]]:
+        return await self.db.run_core(
+            load_turn, chat, history_limit, max_batch, message_id, outbox_id
+        )
 
     async def pending_for_chat(self, chat: ChatAddress) -> list[OutboxRow]:
         return await self.db.run_core(pending_for_chat, chat)
