@@ -243,12 +243,20 @@ class Worker:
             raise BenchFailed(f"worker {self.proc.pid} {state}; its stderr:\n{tail}")
 
     def problems(self) -> list[str]:
-        return [
-            line
-            for line in self.lines
-            if (" WARNING " in line or " ERROR " in line or "Traceback" in line)
-            and not any(expected in line for expected in EXPECTED_WARNINGS)
-        ]
+        """Warning and error records, each with the traceback lines that follow it."""
+        found: list[str] = []
+        taking = False
+        for line in self.lines:
+            record = " WARNING " in line or " ERROR " in line or " INFO " in line
+            if record:
+                taking = (" WARNING " in line or " ERROR " in line) and not any(
+                    expected in line for expected in EXPECTED_WARNINGS
+                )
+                if taking:
+                    found.append(line)
+            elif taking and found:
+                found[-1] += "\n" + line
+        return found
 
 
 async def start_workers(count: int, env: dict[str, str], cwd: Path) -> list[Worker]:
@@ -614,8 +622,9 @@ def print_table(results: Sequence[Result]) -> None:
             notes.append(f"{len(r.worker_errors)} worker warning/error line(s), first:")
         if notes:
             print(f"{r.kind} x{r.workers}: " + "; ".join(notes))
-        for line in r.worker_errors[:3]:
-            print(f"    {line[:300]}")
+        for problem in r.worker_errors[:2]:
+            for line in problem.splitlines()[-25:]:
+                print(f"    {line[:300]}")
 
 
 def print_targets(results: Sequence[Result]) -> None:

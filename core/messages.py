@@ -61,6 +61,8 @@ class Inbound:
     contact_phone: str | None = None
     # Channel-specific facts the core carries but does not interpret (message ids and the like).
     extra: dict[str, str] = field(default_factory=dict)
+    # Someone waits for this message's reply (an API call), possibly in another process.
+    awaited: bool = False
     received_at: datetime = field(default_factory=utcnow)
 
     @property

@@ -277,6 +277,7 @@ class WebChannel:
             # Namespaced by session: two clients may both number their messages from 1.
             event_id=f"{session_id}:{client_message_id}" if client_message_id else None,
             command=parse_command(text),
+            awaited=True,
         )
 
     async def converse(self, inbound: Inbound) -> ChatResult:

@@ -182,9 +182,11 @@ class _Statements:
     def changed(self, sql: str, params: dict[str, Any]) -> int:
         return int(self.run(sql, params).rowcount or 0)
 
-    def notify(self, message_ids: Sequence[int]) -> None:
-        # Delivered at commit, and only then: a waiter never hears of a turn that rolled back.
-        if self.postgres and message_ids:
+    def notify(self, message_ids: Sequence[int], awaited: bool = True) -> None:
+        """Tell waiting processes these messages' turns ended (Postgres; only for messages a
+        caller waits on: a NOTIFY takes a lock every committing notifier shares). Delivered at
+        commit, and only then: a waiter never hears of a turn that rolled back."""
+        if self.postgres and message_ids and awaited:
             self.run(
                 "SELECT pg_notify(:channel, :payload)",
                 {"channel": TURNS_CHANNEL, "payload": ",".join(map(str, message_ids))},
@@ -297,6 +299,8 @@ def record_inbound(
         meta["contact_shared"] = True
     if inbound.extra:
         meta["extra"] = dict(inbound.extra)
+    if inbound.awaited:
+        meta["awaited"] = True
     if welcome_back:
         meta["welcome_back"] = True
     message_id = q.one(
@@ -349,19 +353,18 @@ def find_event(conn: Connection, channel: str, event_id: str) -> Recorded | None
 
 # -- loading a turn -----------------------------------------------------------------------------
 
-_CONVERSATION_SQL = (
-    "SELECT c.id, c.channel, c.chat_key, c.thread, c.status, c.paused, c.state, c.summary,"
-    " (SELECT key FROM bot_flags WHERE key = 'paused') FROM conversations c WHERE c.id = :cid"
-)
 
+# The chat's oldest unanswered messages, each with its conversation and its sender: one
+# statement for everything a turn reads but the history.
 _BATCH_SQL = (
-    "SELECT m.id, m.status, m.text, m.meta, m.conversation_id, COALESCE(m.user_id, c.user_id)"
+    "SELECT m.id, m.status, m.text, m.meta, m.conversation_id, COALESCE(m.user_id, c.user_id),"
+    " c.status, c.paused, c.state, c.summary, u.banned, u.display_name, u.phone, u.external_id,"
+    " (SELECT key FROM bot_flags WHERE key = 'paused')"
     " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+    " LEFT JOIN users u ON u.id = COALESCE(m.user_id, c.user_id)"
     " WHERE m.status = 'received' AND m.direction = 'in' AND c.channel = :channel"
     " AND c.chat_key = :chat_key AND c.thread = :thread ORDER BY m.id LIMIT :limit"
 )
-
-_USER_SQL = "SELECT banned, display_name, phone, external_id FROM users WHERE id = :uid"
 
 # The conversation as the customer saw it: each reply right after the message it answers, even
 # when later messages were stored before it (a burst queues them before any reply exists).
@@ -431,8 +434,6 @@ def load_turn(
             break
         batch.append(row)
     last = batch[-1]
-    conv = q.one(_CONVERSATION_SQL, {"cid": first_conversation})
-    user = q.one(_USER_SQL, {"uid": first_user}) if first_user is not None else None
     earlier = (
         q.all(_HISTORY_SQL, {"cid": first_conversation, "limit": history_limit})
         if history_limit > 0
@@ -443,8 +444,10 @@ def load_turn(
         for d, a, t in reversed(earlier)
     )
     meta = json_dict(last[3])
-    if any(json_dict(r[3]).get("welcome_back") for r in batch):
-        meta["welcome_back"] = True
+    metas = [json_dict(r[3]) for r in batch]
+    for flag in ("welcome_back", "awaited"):
+        if any(m.get(flag) for m in metas):
+            meta[flag] = True
     extra = meta.get("extra") or {}
     return (
         chat,
@@ -453,21 +456,21 @@ def load_turn(
             message_status=last[1],
             text="\n".join(r[2] for r in batch),
             meta=meta,
-            conversation_id=conv[0],
-            channel=conv[1],
-            chat_key=conv[2],
-            thread=conv[3],
-            conversation_status=conv[4],
-            paused=bool(conv[5]),
-            state=json_dict(conv[6]),
-            summary=conv[7],
+            conversation_id=first_conversation,
+            channel=chat.channel,
+            chat_key=chat.chat_key,
+            thread=chat.thread,
+            conversation_status=last[6],
+            paused=bool(last[7]),
+            state=json_dict(last[8]),
+            summary=last[9],
             user_id=first_user,
-            user_banned=bool(user[0]) if user else False,
-            user_name=user[1] if user else None,
-            user_phone=user[2] if user else None,
+            user_banned=bool(last[10]),
+            user_name=last[11],
+            user_phone=last[12],
             history=history,
-            user_external_id=user[3] if user else None,
-            bot_paused=conv[8] is not None,
+            user_external_id=last[13],
+            bot_paused=last[14] is not None,
             platform_message_id=str(extra["message_id"]) if "message_id" in extra else None,
         ),
         pending,
@@ -486,9 +489,10 @@ def persist_turn(
     chat's lock rules out, could see that, and its reply must never go out."""
     q = _Statements(conn)
     ids_sql, ids = _in("m", turn.message_ids)
+    awaited = bool(turn.meta.get("awaited"))
     if answer.text is None:
         _claim(q, ids_sql, ids, turn.message_ids, MessageStatus.IGNORED, None, now)
-        q.notify(turn.message_ids)
+        q.notify(turn.message_ids, awaited)
         return None
     meta = dict(answer.meta)
     if answer.lead is not None:
@@ -537,7 +541,7 @@ def persist_turn(
         now=now,
         sending=send_now,
     )
-    q.notify(turn.message_ids)
+    q.notify(turn.message_ids, awaited)
     return Persisted(reply_id, outbox_id, send_now)
 
 
