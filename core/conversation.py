@@ -43,6 +43,7 @@ from core.store.database import Database
 from core.store.models import MessageStatus, OutboxStatus
 from core.store.turns import (
     Answer,
+    ChatAddress,
     Outbound,
     OutboxRow,
     Persisted,
@@ -208,28 +209,34 @@ class ConversationService:
         async with self._ingest_lock(inbound.key):
             # In arrival order within this process: concurrent deliveries of one chat get their
             # ids (and their turns) in the order they came in.
+            chat = ChatAddress(inbound.channel, inbound.chat_key, inbound.thread)
+            # Nothing of the chat queued: its turn can be read with the message, saving it a
+            # transaction (one process only; see LocalTurnQueue.is_idle).
+            prefetch = self._history_limit if self.queue.is_idle(chat) else None
             try:
                 recorded = await self.store.record_inbound(
-                    inbound, self.clock(), timedelta(minutes=self.config.idle_minutes)
+                    inbound, self.clock(), timedelta(minutes=self.config.idle_minutes), prefetch
                 )
             except IntegrityError:
                 # Another process stored the same event between our check and our insert.
                 recorded = None
-        if recorded is None:
-            self.counters.dedup_hits += 1
-            log.info(
-                "duplicate delivery ignored",
-                extra={"channel": inbound.channel, "event_id": inbound.event_id},
-            )
-            return None
-        future = self.waiters.expect(recorded.message_id) if expect else None
-        try:
-            await self.queue.defer(TurnJob(recorded.chat, recorded.message_id))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # Stored is what counts: recovery queues the turn of a message that has none.
-            log.warning("turn of message %d not queued yet: %s", recorded.message_id, exc)
+            if recorded is None:
+                self.counters.dedup_hits += 1
+                log.info(
+                    "duplicate delivery ignored",
+                    extra={"channel": inbound.channel, "event_id": inbound.event_id},
+                )
+                return None
+            future = self.waiters.expect(recorded.message_id) if expect else None
+            try:
+                await self.queue.defer(
+                    TurnJob(recorded.chat, recorded.message_id, loaded=recorded.loaded)
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Stored is what counts: recovery queues the turn of a message that has none.
+                log.warning("turn of message %d not queued yet: %s", recorded.message_id, exc)
         return Accepted(recorded, future)
 
     async def outcome_of(self, message_id: int) -> TurnOutcome:
@@ -260,11 +267,14 @@ class ConversationService:
         """A job of the chat's turn queue: send what the chat has pending, then answer its
         oldest messages until the job's own message is answered. Runs one at a time per chat,
         so everything read here is current."""
-        chat = job.chat
+        chat, loaded = job.chat, job.loaded
         while True:
-            chat, data, pending = await self.store.load_turn(
-                chat, self._history_limit, 1, job.message_id, job.outbox_id
-            )
+            if loaded is not None:
+                (chat, data, pending), loaded = loaded, None
+            else:
+                chat, data, pending = await self.store.load_turn(
+                    chat, self._history_limit, 1, job.message_id, job.outbox_id
+                )
             if chat is None:
                 return  # its conversation was deleted
             clear = await self.outbox.flush(pending) if pending else True

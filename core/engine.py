@@ -27,10 +27,10 @@ import random
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from core.store.turns import ChatAddress
+from core.store.turns import ChatAddress, Loaded
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class TurnJob:
     message_id: int | None = None
     outbox_id: int | None = None
     attempt: int = 1
+    # The turn already read when its message was stored (one process, the chat idle).
+    loaded: Loaded | None = field(default=None, compare=False, repr=False)
 
     @property
     def lock(self) -> str:
@@ -70,6 +72,10 @@ class TurnQueue(Protocol):
 
     async def defer(self, job: TurnJob, delay: float = 0.0) -> None:
         """Queue a job; a job like one already waiting is not queued twice."""
+
+    def is_idle(self, chat: ChatAddress) -> bool:
+        """Whether the next job of ``chat`` this queue gets is certainly the chat's next turn
+        (nothing of the chat queued or running, in any process)."""
 
     async def stop(self, grace: float) -> None:
         """Take no new jobs; let running ones finish for up to ``grace`` seconds."""
@@ -118,6 +124,9 @@ class LocalTurnQueue:
     @property
     def waiting(self) -> int:
         return sum(len(q) for q in self._chats.values()) - self._running
+
+    def is_idle(self, chat: ChatAddress) -> bool:
+        return self._runner is not None and chat.lock not in self._chats
 
     async def start(self, runner: TurnRunner) -> None:
         self._runner = runner
@@ -174,7 +183,8 @@ class LocalTurnQueue:
                         if job.attempt < MAX_JOB_ATTEMPTS and len(queue) == 1:
                             # Later jobs of the chat retry it anyway (each answers the oldest).
                             await self.defer(
-                                replace(job, attempt=job.attempt + 1), backoff(job.attempt)
+                                replace(job, attempt=job.attempt + 1, loaded=None),
+                                backoff(job.attempt),
                             )
                     finally:
                         self._running -= 1
@@ -250,6 +260,9 @@ class ProcrastinateTurnQueue:
     @property
     def waiting(self) -> int:
         return 0  # in Postgres, for all workers: see the procrastinate_jobs table
+
+    def is_idle(self, chat: ChatAddress) -> bool:
+        return False  # another process may run the chat's turn at any moment
 
     async def start(self, runner: TurnRunner) -> None:
         from procrastinate import App, PsycopgConnector, RetryStrategy

@@ -34,6 +34,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# Tries on the loop's own connection while the database thread holds the write lock.
+INLINE_ATTEMPTS = 20
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -68,7 +70,12 @@ def _sqlite_listeners(sync_engine: Engine, busy_timeout_ms: int, hot_path: bool 
     def _on_begin(connection: Any) -> None:
         # Writers take the lock up front: a deferred transaction that later upgrades to a write
         # fails at once with "database is locked" instead of waiting out the busy timeout.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if hot_path:
+            # Straight to the driver: this runs for every transaction of the turn path, and
+            # through SQLAlchemy it cost a third of a small transaction.
+            connection.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _is_busy(exc: Exception) -> bool:
@@ -114,14 +121,20 @@ class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     # SQLite only: each transaction runs whole with the stdlib driver, on one dedicated thread
-    # (one hop per transaction, not several per statement) or, for the hot path when that
-    # thread is idle, on the event loop's own thread.
+    # (one hop per transaction, not several per statement) or, for the hot path whenever the
+    # write lock is free, on the event loop's own thread.
     sync_sessions: sessionmaker[Session] | None = None
     executor: ThreadPoolExecutor | None = None
     busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+    # The database thread's connection (its sessions share it), and the event loop's own.
     _hot: Connection | None = field(default=None, init=False, repr=False)
-    # Calls queued or running on the database thread (see ``run_core``).
+    _loop_hot: Connection | None = field(default=None, init=False, repr=False)
+    # Calls queued or running on the database thread, and an event set while there are none.
     _in_thread: int = field(default=0, init=False, repr=False)
+    _thread_idle: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._thread_idle.set()
 
     @property
     def is_sqlite(self) -> bool:
@@ -157,21 +170,26 @@ class Database:
         """Like ``run`` for plain Core work: ``fn`` gets a ``Connection`` in a transaction,
         without the ORM session's bookkeeping (the turn path runs three of these per turn).
 
-        On SQLite, when the database thread has nothing to do and no other connection holds
-        the write lock, the transaction runs right here on the event loop's thread: it is a
-        few statements against a local file, a fraction of a millisecond, while handing it to
-        the database thread and back cost more than the SQL itself (two thread wake-ups and the
-        GIL passed both ways). If the lock is taken (another process, or a session of this one)
+        On SQLite, when no connection holds the write lock, the transaction runs right here on
+        the event loop's thread, on a connection of the loop's own: it is a few statements
+        against a local file, a fraction of a millisecond, while handing it to the database
+        thread and back cost more than the SQL itself (two thread wake-ups and the GIL passed
+        both ways). If the lock is taken (another process, or a session on the database thread)
         BEGIN IMMEDIATE fails at once, nothing has run, and the transaction goes to the database
         thread to wait its turn there with the usual busy timeout, never blocking the loop."""
         with _store_errors():
             if self.sync_sessions is not None and self.executor is not None:
-                if self._inline_ready():
+                for _ in range(INLINE_ATTEMPTS):
                     try:
                         return self._run_core_inline(fn, *args, **kwargs)
                     except (OperationalError, sqlite3.OperationalError) as exc:
                         if not _is_busy(exc):
                             raise
+                    if not self._in_thread:
+                        break  # another process holds the lock: wait for it on the thread
+                    # The database thread holds it (an ORM session of this process): try again
+                    # once that is done, rather than queue behind it and keep it busy.
+                    await self._thread_idle.wait()
                 return await self._on_thread(
                     functools.partial(self._run_core_sync, fn, *args, **kwargs)
                 )
@@ -179,33 +197,30 @@ class Database:
                 return await conn.run_sync(lambda c: fn(c, *args, **kwargs))
 
     async def _on_thread(self, call: Callable[[], T]) -> T:
-        """Run ``call`` on the database thread. While anything is there, the hot connection
-        (which that thread's sessions share) is not used from the event loop."""
+        """Run ``call`` on the database thread."""
         assert self.executor is not None
         self._in_thread += 1
+        self._thread_idle.clear()
         try:
             return await asyncio.get_running_loop().run_in_executor(self.executor, call)
         finally:
             self._in_thread -= 1
-
-    def _inline_ready(self) -> bool:
-        hot = self._hot
-        return self._in_thread == 0 and hot is not None and not hot.invalidated and not hot.closed
+            if not self._in_thread:
+                self._thread_idle.set()
 
     def _run_core_inline(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        hot = self._hot
-        assert hot is not None
-        # On the loop's thread a locked database must fail at once, not wait. The database
-        # thread's sessions share this connection, so it goes back to waiting afterwards.
-        # (PRAGMAs on the driver: through SQLAlchemy they would begin a transaction.)
-        raw = hot.connection.driver_connection
-        assert raw is not None
-        raw.execute("PRAGMA busy_timeout=0")
-        try:
-            with hot.begin():
-                return fn(hot, *args, **kwargs)
-        finally:
-            raw.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        hot = self._loop_hot
+        if hot is None or hot.invalidated or hot.closed:
+            assert self.sync_sessions is not None
+            # Made on the loop's thread: the pool gives each thread a connection of its own.
+            hot = self._loop_hot = self.sync_sessions.kw["bind"].connect()
+            raw = hot.connection.driver_connection
+            assert raw is not None
+            # On the loop's thread a locked database must fail at once, not wait.
+            # (PRAGMAs on the driver: through SQLAlchemy they would begin a transaction.)
+            raw.execute("PRAGMA busy_timeout=0")
+        with hot.begin():
+            return fn(hot, *args, **kwargs)
 
     def _run_core_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # The database thread keeps one connection checked out: taking it from the pool and
@@ -280,6 +295,9 @@ class Database:
         if self.sync_sessions is not None and self.executor is not None:
             bind = self.sync_sessions.kw["bind"]
             # sqlite3 connections belong to the thread that made them.
+            if self._loop_hot is not None:
+                self._loop_hot.close()
+                self._loop_hot = None
             await self._on_thread(self._close_hot)
             await self._on_thread(bind.dispose)
             self.executor.shutdown(wait=True)

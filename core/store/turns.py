@@ -60,6 +60,8 @@ class Recorded:
     conversation_id: int
     welcome_back: bool
     chat: ChatAddress
+    # The chat's turn read in the same transaction, when the caller asked for it.
+    loaded: Loaded | None = None
 
 
 @dataclass(frozen=True)
@@ -232,9 +234,16 @@ def _in(name: str, values: Sequence[int]) -> tuple[str, dict[str, Any]]:
 
 
 def record_inbound(
-    conn: Connection, inbound: Inbound, now: datetime, idle_after: timedelta
+    conn: Connection,
+    inbound: Inbound,
+    now: datetime,
+    idle_after: timedelta,
+    prefetch: int | None = None,
 ) -> Recorded | None:
-    """Store an inbound message with its user and conversation; ``None`` for a duplicate."""
+    """Store an inbound message with its user and conversation; ``None`` for a duplicate.
+    With ``prefetch`` (a history length), also read the chat's turn in the same transaction:
+    for a caller that knows no turn of the chat can run before the one it queues next (one
+    process, the chat's queue idle), which saves that turn a transaction."""
     q = _Statements(conn)
     if inbound.event_id is not None and q.one(
         "SELECT id FROM messages WHERE channel = :channel AND platform_event_id = :event_id",
@@ -319,7 +328,8 @@ def record_inbound(
         },
     )[0]
     chat = ChatAddress(inbound.channel, inbound.chat_key, inbound.thread)
-    return Recorded(message_id, conversation_id, welcome_back, chat)
+    loaded = load_turn(conn, chat, prefetch) if prefetch is not None else None
+    return Recorded(message_id, conversation_id, welcome_back, chat, loaded)
 
 
 def chat_of(conn: Connection, message_id: int | None, outbox_id: int | None) -> ChatAddress | None:
@@ -403,6 +413,9 @@ def pending_for_chat(conn: Connection, chat: ChatAddress) -> list[OutboxRow]:
     return [_outbox_row(r) for r in q.all(_PENDING_SQL, key)]
 
 
+Loaded = tuple[ChatAddress | None, TurnData | None, list[OutboxRow]]
+
+
 def load_turn(
     conn: Connection,
     chat: ChatAddress | None,
@@ -410,7 +423,7 @@ def load_turn(
     max_batch: int = 1,
     message_id: int | None = None,
     outbox_id: int | None = None,
-) -> tuple[ChatAddress | None, TurnData | None, list[OutboxRow]]:
+) -> Loaded:
     """The chat's oldest unanswered message(s) (consecutive ones of one conversation and one
     sender, up to ``max_batch``) with everything the turn needs, and the chat's outbox items
     still to send. Read at the start of the turn, under the chat's turn lock, so nothing in it
@@ -878,9 +891,13 @@ class TurnStore:
         self.db = db
 
     async def record_inbound(
-        self, inbound: Inbound, now: datetime, idle_after: timedelta
+        self,
+        inbound: Inbound,
+        now: datetime,
+        idle_after: timedelta,
+        prefetch: int | None = None,
     ) -> Recorded | None:
-        return await self.db.run_core(record_inbound, inbound, now, idle_after)
+        return await self.db.run_core(record_inbound, inbound, now, idle_after, prefetch)
 
     async def find_event(self, channel: str, event_id: str) -> Recorded | None:
         return await self.db.run_core(find_event, channel, event_id)
@@ -892,7 +909,7 @@ class TurnStore:
         max_batch: int = 1,
         message_id: int | None = None,
         outbox_id: int | None = None,
-    ) -> tuple[ChatAddress | None, TurnData | None, list[OutboxRow]]:
+    ) -> Loaded:
         return await self.db.run_core(
             load_turn, chat, history_limit, max_batch, message_id, outbox_id
         )

@@ -64,9 +64,9 @@ async def test_an_idle_database_runs_the_turn_on_the_loop_thread(
     impatient_db: Database,
 ) -> None:
     seen: list[str] = []
-    await impatient_db.run_core(_where, seen)  # the first makes the connection on its thread
     await impatient_db.run_core(_where, seen)
-    assert seen == ["esoteric-sqlite_0", threading.current_thread().name]
+    await impatient_db.run_core(_where, seen)
+    assert seen == [threading.current_thread().name] * 2
 
 
 async def test_a_locked_database_waits_on_the_database_thread_not_the_loop(
@@ -114,7 +114,8 @@ async def test_work_queued_on_the_database_thread_keeps_its_order(
     gate = threading.Event()
     order: list[str] = []
 
-    def slow(session: object) -> None:
+    def slow(session: Session) -> None:
+        session.execute(text("INSERT INTO probe (n) VALUES (0)"))  # it holds the write lock
         gate.wait(5)
         order.append("slow")
 
@@ -125,7 +126,7 @@ async def test_work_queued_on_the_database_thread_keeps_its_order(
     await asyncio.sleep(0.05)  # the slow session is on the database thread now
     second = asyncio.create_task(impatient_db.run_core(fast))
     await asyncio.sleep(0.05)
-    assert order == []  # the hot-path transaction waits behind it, not beside it
+    assert order == []  # the hot-path transaction waits for the lock, not beside it
     gate.set()
     await asyncio.gather(first, second)
     assert order == ["slow", "fast"]
@@ -134,7 +135,7 @@ async def test_work_queued_on_the_database_thread_keeps_its_order(
 async def test_sessions_on_the_database_thread_still_wait_after_a_turn_on_the_loop(
     tmp_path: Path,
 ) -> None:
-    # The thread's sessions share the hot connection, which fails fast only while on the loop.
+    # Only the loop's own connection fails fast on a locked database; the thread's sessions wait.
     db = create_database(f"sqlite+aiosqlite:///{tmp_path / 'esoteric.db'}", busy_timeout_ms=5000)
     await upgrade_to_head(db)
     seen: list[str] = []
