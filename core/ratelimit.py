@@ -11,7 +11,7 @@ from typing import Any
 
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.asyncio import BlockingConnectionPool, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -54,13 +54,12 @@ def _limits_uri(url: str) -> str:
 class RateLimits:
     """Per-minute limits by (scope, key); shared across processes when backed by Redis.
 
-    The strategy is limits' moving window (a log of the last ``per_minute`` hits per key), not
-    the sliding window counter: it is exact, never letting more than ``per_minute`` requests
-    through in any 60 seconds, and the time its oldest entry leaves the window is an honest
-    Retry-After. The counter keeps two numbers instead of a log and only approximates the
-    window by weighting the previous minute; that saving matters for limits in the thousands,
-    not for ours in the tens. In Redis the log's timestamps come from each process's clock, so
-    processes need roughly synchronised clocks (NTP); a skew only moves the retry by as much."""
+    The strategy is limits' sliding window counter: two counts per key (this minute's and the
+    last), the previous one weighted by how much of it still falls in the last 60 seconds.
+    The moving window (a log of every hit in the last minute) is exact, but its cost grows with
+    the limit: at an API key's thousands a minute, each request spent more than a millisecond
+    on the log (measured with bench/http_api.py). The counter never lets much more than
+    ``per_minute`` through in any 60 seconds, and its reset time is an honest Retry-After."""
 
     def __init__(self, redis_url: str | None = None, prefix: str = "esoteric") -> None:
         self._pool: ConnectionPool | None = None
@@ -78,7 +77,7 @@ class RateLimits:
                 key_prefix=f"{prefix}:ratelimit",
                 **options,
             )
-        self._limiter = MovingWindowRateLimiter(self._storage)
+        self._limiter = SlidingWindowCounterRateLimiter(self._storage)
 
     async def take(self, scope: str, key: str, per_minute: int) -> int:
         """Spend one request; 0 when allowed, else the whole seconds (>=1) to wait before a

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, text, update
 
 from core.agent.base import HistoryItem, LeadDraft
-from core.messages import Inbound, Reply
+from core.messages import Inbound
 from core.store.database import Database
 from core.store.models import (
     ConversationStatus,
@@ -550,7 +550,7 @@ def persist_turn(
         kind="reply",
         chat=turn.chat,
         reply_to=turn.platform_message_id,
-        payload=answer.payload,
+        payload=_flags(answer.payload),
         now=now,
         sending=send_now,
     )
@@ -698,7 +698,7 @@ def add_outbound(
         kind=outbound.kind,
         chat=chat,
         reply_to=None,
-        payload=Reply(outbound.text).payload(),
+        payload={},
         now=now,
         sending=False,
     )
@@ -781,12 +781,25 @@ def claim_outbox(conn: Connection, outbox_id: int, now: datetime) -> OutboxRow |
         {"oid": outbox_id},
     )
     item = _outbox_row(row)
-    if "text" not in item.payload and item.message_id is not None:
-        # Items from before the outbox carried their text only on the message.
-        found = q.one("SELECT text FROM messages WHERE id = :mid", {"mid": item.message_id})
+    if item.message_id is not None:
+        # A conversation message's text, choices and citations are the message's own; the
+        # item keeps only how to render it.
+        found = q.one("SELECT text, meta FROM messages WHERE id = :mid", {"mid": item.message_id})
         if found is not None:
-            item = OutboxRow(**{**item.__dict__, "payload": {**item.payload, "text": found[0]}})
+            meta = json_dict(found[1])
+            payload = {
+                "text": found[0],
+                "choices": meta.get("choices") or [],
+                "citations": meta.get("citations") or [],
+                **item.payload,
+            }
+            item = OutboxRow(**{**item.__dict__, "payload": payload})
     return item
+
+
+def _flags(payload: dict[str, Any]) -> dict[str, Any]:
+    """What an item stores of a conversation message's rendering: the rest is the message's."""
+    return {k: v for k, v in payload.items() if k in ("request_contact", "remove_keyboard")}
 
 
 def mark_outbox(
