@@ -28,6 +28,7 @@ from core.engine import LocalTurnQueue, TurnJob, TurnQueue
 from core.errors import StoreUnavailable
 from core.handlers import (
     Counters,
+    Decision,
     Handler,
     HandlerChain,
     LiveReply,
@@ -298,14 +299,15 @@ class ConversationService:
         port = self.outbox.ports.get(data.channel)
         turn = Turn(data, command_of(data), target, port, may_stream=clear)
         try:
-            result = await self.chain.route(turn)
-            reply, persisted = await self._persist(turn, result, clear, started)
+            decision = await self.chain.route(turn)
+            result = decision.result
+            reply, persisted = await self._persist(turn, decision, clear, started)
         except BaseException as exc:
             if turn.live is not None:
                 await turn.live.abort(exc)
             raise
         status = MessageStatus.IGNORED if result is None else MessageStatus.ANSWERED
-        if persisted is not None and reply is not None:
+        if persisted is not None and persisted.outbox_id is not None and reply is not None:
             item = _item(data, persisted, reply)
             if turn.live is not None:
                 await self._finish_stream(turn.live, reply, item)
@@ -313,6 +315,8 @@ class ConversationService:
                 await self.outbox.send(item)
         elif turn.live is not None:
             await turn.live.abort(RuntimeError("no reply for this turn"))
+        for post_id in persisted.posts if persisted else ():
+            await self.outbox.send_loose(post_id)
         if result is not None and (result.wants_human or result.lead is not None):
             await self._request_handoff(data.conversation_id, result)
         self.counters.turns += 1
@@ -329,12 +333,14 @@ class ConversationService:
         )
 
     async def _persist(
-        self, turn: Turn, result: AgentResult | None, clear: bool, started: float
+        self, turn: Turn, decision: Decision, clear: bool, started: float
     ) -> tuple[Reply | None, Persisted | None]:
-        data = turn.data
+        data, result = turn.data, decision.result
         if result is None:
-            await self.store.persist_turn(data, Answer(None, data.state, {}), self.clock(), False)
-            return None, None
+            persisted = await self.store.persist_turn(
+                data, Answer(None, data.state, {}, posts=decision.posts), self.clock(), False
+            )
+            return None, persisted
         reply, state = result.reply, dict(result.state)
         # A reply keyboard asking for the contact stays until a later reply takes it away.
         if reply.request_contact:
@@ -359,6 +365,7 @@ class ConversationService:
             lead=result.lead,
             close_reason=str(close) if close else None,
             payload=reply.payload(),
+            posts=decision.posts,
         )
         # Behind an item waiting out a retry-after, the reply waits too (the chat's flush
         # sends it), so nothing of a chat overtakes anything.
@@ -480,6 +487,7 @@ class ConversationService:
 
 
 def _item(data: TurnData, persisted: Persisted, reply: Reply) -> OutboxRow:
+    assert persisted.outbox_id is not None
     return OutboxRow(
         id=persisted.outbox_id,
         conversation_id=data.conversation_id,

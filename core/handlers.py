@@ -23,7 +23,7 @@ from core.messages import Command, Reply, Target, parse_command
 from core.ports import OutboundPort, StreamingPort
 from core.store.database import Database
 from core.store.models import ConversationStatus, User
-from core.store.turns import TurnData
+from core.store.turns import Post, TurnData
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,11 @@ class Turn:
 @dataclass(frozen=True)
 class Decision:
     """A handler took the turn: ``result`` is the reply, or ``None`` for a deliberate silence
-    (the message is stored and marked ignored: banned, paused, relayed to a rep)."""
+    (the message is stored and marked ignored: banned, paused, relayed to a rep). ``posts`` go
+    elsewhere (the sales desk), stored with the turn and sent after it."""
 
     result: AgentResult | None
+    posts: tuple[Post, ...] = ()
 
 
 class Handler(Protocol):
@@ -118,12 +120,12 @@ class HandlerChain:
     def __init__(self, handlers: Sequence[Handler]) -> None:
         self.handlers = tuple(handlers)
 
-    async def route(self, turn: Turn) -> AgentResult | None:
+    async def route(self, turn: Turn) -> Decision:
         for handler in self.handlers:
             decision = await handler(turn)
             if decision is not None:
-                return decision.result
-        return None
+                return decision
+        return Decision(None)
 
 
 # -- the handlers -------------------------------------------------------------------------------
@@ -142,7 +144,7 @@ class AdminHook(Protocol):
 class RelayHook(Protocol):
     """The human handoff (core.handoff.HandoffService)."""
 
-    async def relay_from_customer(self, turn: TurnData) -> bool: ...
+    async def relay_from_customer(self, turn: TurnData) -> tuple[Post, ...] | None: ...
 
 
 class BannedSender:
@@ -183,9 +185,10 @@ class HumanHandoff:
     async def __call__(self, turn: Turn) -> Decision | None:
         if turn.data.conversation_status != ConversationStatus.HANDOFF:
             return None
-        if self.handoff is None or await self.handoff.relay_from_customer(turn.data):
+        if self.handoff is None:
             return Decision(None)
-        return None
+        posts = await self.handoff.relay_from_customer(turn.data)
+        return None if posts is None else Decision(None, posts)
 
 
 class BroadcastOptIn:

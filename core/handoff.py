@@ -44,7 +44,7 @@ from core.store.models import (
     Message,
     User,
 )
-from core.store.turns import ChatAddress, Outbound
+from core.store.turns import ChatAddress, Outbound, Post
 
 if TYPE_CHECKING:
     from core.store.turns import TurnData
@@ -602,10 +602,10 @@ class HandoffService:
 
     # -- relaying ----------------------------------------------------------------------------------
 
-    async def relay_from_customer(self, turn: TurnData) -> bool:
-        """Post a customer's message in the claimed card's thread. ``False`` when the
-        conversation has no claimed handoff (the bot then answers). Raises when the desk
-        refused it, so the message stays unanswered and is relayed again by recovery."""
+    async def relay_from_customer(self, turn: TurnData) -> tuple[Post, ...] | None:
+        """The customer's message for the claimed card's thread, as a post the turn stores
+        and sends (once, even if the turn runs again). ``None`` when the conversation has no
+        claimed handoff (the bot then answers)."""
         async with self.db.transaction() as session:
             handoff = (
                 await session.execute(
@@ -622,19 +622,17 @@ class HandoffService:
                     .values(last_activity_at=self.clock())
                 )
         if handoff is None:
-            return False
+            return None
         if self.desk is None or not handoff.card_ts:
             log.warning("handoff %d has no reachable card; message kept", handoff.id)
-            return True
+            return ()
         who = turn.user_name or "Customer"
         text = turn.text
         if not text.strip():
             kinds = turn.meta.get("attachments") or ["something"]
             text = f"(sent {', '.join(kinds)}: not shown here)"
-        await self.desk.post_in_thread(
-            CardRef(handoff.card_channel, handoff.card_ts), f"**{who}:** {text}"
-        )
-        return True
+        thread = ChatAddress(DESK, handoff.card_channel, handoff.card_ts)
+        return (Post(thread, f"**{who}:** {text}", "relay"),)
 
     async def relay_from_rep(
         self, card_channel: str, card_ts: str, rep_id: str, text: str, event_id: str | None

@@ -59,7 +59,7 @@ from adapters.slack.render import (
 from core.admin import NAMES as ADMIN_NAMES
 from core.admin import AdminService
 from core.conversation import ConversationService
-from core.errors import ChannelError, StoreUnavailable
+from core.errors import ChannelError, RetryLater, StoreUnavailable
 from core.handoff import CardRef, HandoffService, LeadCard, RelayOutcome
 from core.messages import Reply, Target
 from core.ports import ReplyStream
@@ -655,6 +655,12 @@ class SlackChannel:
                 blocks=message.blocks,
                 unfurl_links=False,
             )
+        except SlackApiError as exc:
+            if exc.response.status_code == 429 or exc.response.get("error") == "ratelimited":
+                # Still limited after the client's own retries: the outbox sends it later.
+                wait = float(exc.response.headers.get("Retry-After", 1) or 1)
+                raise RetryLater(f"Slack rate-limited chat.postMessage: {exc}", wait) from exc
+            raise ChannelError(f"Slack refused chat.postMessage: {exc}") from exc
         except SlackClientError as exc:
             raise ChannelError(f"Slack refused chat.postMessage: {exc}") from exc
         if target.thread and not is_dm(target.chat_key):

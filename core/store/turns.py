@@ -133,14 +133,28 @@ class Answer:
     close_reason: str | None = None
     # How the channel renders the reply (text, choices, citations, contact request).
     payload: dict[str, Any] = field(default_factory=dict)
+    posts: tuple[Post, ...] = ()
+
+
+@dataclass(frozen=True)
+class Post:
+    """Something a turn sends somewhere other than the customer's chat (a customer's message
+    relayed to the sales desk's thread): stored with the turn, so a turn run again never sends
+    it twice."""
+
+    chat: ChatAddress
+    text: str
+    kind: str = "desk"
 
 
 @dataclass(frozen=True)
 class Persisted:
-    reply_id: int
-    outbox_id: int
+    reply_id: int | None
+    outbox_id: int | None
     # Sent by the turn now ("sending"), or left for the chat's flush behind earlier items.
     sending: bool
+    # The outbox items of the turn's posts, to send after it (pending).
+    posts: tuple[int, ...] = ()
 
 
 # One statement whether the user is new or known; safe when two processes race.
@@ -496,17 +510,32 @@ def load_turn(
 def persist_turn(
     conn: Connection, turn: TurnData, answer: Answer, now: datetime, send_now: bool
 ) -> Persisted | None:
-    """Store the reply with its outbox item and mark the turn's messages answered by it, in one
-    transaction. ``None`` when the turn has no reply. Raises ``TurnAlreadyAnswered`` (and
-    writes nothing) when the messages were answered already: only a turn run twice, which the
-    chat's lock rules out, could see that, and its reply must never go out."""
+    """Store the reply with its outbox item, and the turn's posts, and mark the turn's
+    messages answered by it, in one transaction. ``None`` when the turn stores nothing to send.
+    Raises ``TurnAlreadyAnswered`` (and writes nothing) when the messages were answered
+    already: only a turn run twice, which the chat's lock rules out, could see that, and its
+    reply must never go out."""
     q = _Statements(conn)
     ids_sql, ids = _in("m", turn.message_ids)
     awaited = bool(turn.meta.get("awaited"))
+    posts = tuple(
+        _insert_outbox(
+            q,
+            conversation_id=turn.conversation_id,
+            message_id=None,
+            kind=post.kind,
+            chat=post.chat,
+            reply_to=None,
+            payload={"text": post.text},
+            now=now,
+            sending=False,
+        )
+        for post in answer.posts
+    )
     if answer.text is None:
         _claim(q, ids_sql, ids, turn.message_ids, MessageStatus.IGNORED, None, now)
         q.notify(turn.message_ids, awaited)
-        return None
+        return Persisted(None, None, False, posts) if posts else None
     meta = dict(answer.meta)
     if answer.lead is not None:
         meta["lead_id"] = _insert_lead(q.conn, turn, answer.lead, now)
@@ -555,7 +584,7 @@ def persist_turn(
         sending=send_now,
     )
     q.notify(turn.message_ids, awaited)
-    return Persisted(reply_id, outbox_id, send_now)
+    return Persisted(reply_id, outbox_id, send_now, posts)
 
 
 def _claim(

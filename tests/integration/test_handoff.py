@@ -29,6 +29,7 @@ from core.store.models import AuditEntry, Handoff, Message
 from core.store.turns import TurnStore
 from tests.support.desk import REP_A, REP_A_NAME, SALES
 from tests.support.slack_server import SlackStandIn
+from tests.support.waiting import wait_until
 
 _events = itertools.count(1)
 START = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)  # a Thursday
@@ -227,25 +228,37 @@ async def test_a_customer_message_the_desk_refused_is_relayed_when_the_turn_is_r
         counters=counters,
         handoff=hand,
     )
+    service.register_channel("slack", desk)  # the desk's thread is reached through the outbox
     conversation_id = await conversation(database)
     handoff_id = await hand.request(conversation_id, "human")
     assert handoff_id is not None
     assert (await hand.claim(handoff_id, REP_A, REP_A_NAME)).won
     slack_api.fail("chat.postMessage", "ratelimited")
     outcome = await service.handle(
-        Inbound("telegram", "5001", "5001", "Is anyone there?", event_id="u-2", sender_name="Ravi")
+        Inbound(
+            "telegram", "5001", "5001", "Is anyone there?", event_id="u-relay", sender_name="Ravi"
+        )
     )
-    # The first relay was refused; the turn was tried again (with backoff) and relayed it.
+    # Relayed, not answered by the bot; the desk refused the first try.
     assert outcome is not None and outcome.reply is None and outcome.status == "ignored"
+
+    def relays() -> list[object]:
+        return [
+            c
+            for c in slack_api.calls_to("chat.postMessage")
+            if "Is anyone there?" in c.params["text"]
+        ]
+
+    assert len(relays()) == 1  # refused (the stand-in records it)
+    # The outbox tries again after the rate limit, once.
+    await wait_until(lambda: len(relays()) == 2, limit=10, what="the relay sent again")
+    await service.idle()
+    assert len(relays()) == 2
     async with database.transaction() as session:
-        row = (
-            await session.execute(
-                select(Message.status, Message.attempts).where(Message.text == "Is anyone there?")
-            )
-        ).one()
-    assert tuple(row) == ("ignored", 1)
-    relayed = [c.params["text"] for c in slack_api.calls_to("chat.postMessage")]
-    assert relayed[-1] == "*Ravi:* Is anyone there?"
+        statuses = (
+            await session.execute(text("SELECT status FROM outbox WHERE kind = 'relay'"))
+        ).all()
+    assert [r[0] for r in statuses] == ["sent"]
     await service.aclose()
 
 
