@@ -98,6 +98,19 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=16, ge=1, le=512)
     # Shared state across processes (rate limits, Telegram's send budget, WebSocket fan-out).
     redis_url: str | None = None
+    # The public web-chat key (ESOTERIC_WEB_CHAT_KEY) is shared by every visitor: its own
+    # overall budget, and limits per session and per client address on top of it.
+    web_chat_key_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    web_chat_session_per_minute: int = Field(default=20, ge=1, le=10_000)
+    web_chat_ip_per_minute: int = Field(default=60, ge=1, le=100_000)
+    # Flood control, on every channel: messages one sender may send a minute (beyond it, one
+    # "slow down" answer and silence), consecutive waiting messages of a chat answered as one
+    # turn, edits of one message answered at most this many times.
+    flood_messages_per_minute: int = Field(default=20, ge=1, le=10_000)
+    merge_messages: int = Field(default=5, ge=1, le=50)
+    max_edits: int = Field(default=3, ge=0, le=100)
+    # LLM tokens one conversation may use a day (UTC); past it the scripted agent answers.
+    llm_daily_tokens: int = Field(default=60_000, ge=0, le=10_000_000)
 
     @field_validator("admins", "api_keys", "cors_origins", mode="before")
     @classmethod
