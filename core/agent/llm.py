@@ -28,7 +28,13 @@ import httpx
 from core.agent import prompt
 from core.agent.base import AgentResult, TurnContext
 from core.agent.breaker import CircuitBreaker
-from core.agent.safety import check_reply
+from core.agent.safety import (
+    HoldBack,
+    check_reply,
+    echoes_prompt,
+    redact_foreign_phones,
+    remove_approval_promises,
+)
 from core.agent.scripted import ScriptedAgent
 from core.agent.tools import References, ToolSession
 from core.catalogue import Catalogue
@@ -304,6 +310,22 @@ class LLMAgent:
         )
         system = prompt.system_prompt(ctx, self.catalogue, self.canary)
         messages = prompt.build_messages(ctx, system, references, summary, recent)
+        own_phones = _own_phones(ctx)
+
+        def preview(text: str) -> str | None:
+            """The streamed text as the final checks would leave it, or ``None`` when no
+            part of it past this point may be shown."""
+            text = _CITE.sub("", text)
+            if echoes_prompt(text, system, self.canary):
+                return None
+            text, _ = remove_approval_promises(text, indicate=False)
+            text, _ = redact_foreign_phones(text, own_phones)
+            if _ungrounded(text, ctx, tools, references):
+                return None
+            return text
+
+        # Streamed text passes the same checks as the final text before any of it leaves.
+        emit = HoldBack(emit, preview).feed
 
         parts: list[str] = []
         for round_no in range(self.config.max_tool_rounds + 1):
@@ -358,15 +380,9 @@ class LLMAgent:
                 if alias in references.by_alias and alias not in cited:
                     cited.append(alias)
         text = _CITE.sub("", text).strip()
-        own_phones = [parse_indian_mobile(t) or "" for t in (ctx.text, ctx.contact_phone or "")]
-        own_phones += [parse_indian_mobile(h.text) or "" for h in ctx.history if h.role == "user"]
-        checked = check_reply(text, system, self.canary, own_phones)
+        checked = check_reply(text, system, self.canary, _own_phones(ctx))
         citations = tuple(references.by_alias[a].citation() for a in cited)
-        grounded = set(tools.figures) | _money_in(ctx.text, *references.texts())
-        grounded |= _money_in(*(h.text for h in ctx.history))
-        ungrounded = sorted(
-            m for m in _money_in(checked.text) if _norm(m) not in {_norm(g) for g in grounded}
-        )
+        ungrounded = _ungrounded(checked.text, ctx, tools, references)
         if ungrounded:
             log.warning("reply quotes figures no tool produced: %s", ungrounded)
         state = dict(tools.state)
@@ -527,6 +543,22 @@ class LLMAgent:
         if isinstance(usage, dict):
             figures.prompt_tokens += int(usage.get("prompt_tokens") or 0)
             figures.completion_tokens += int(usage.get("completion_tokens") or 0)
+
+
+def _own_phones(ctx: TurnContext) -> list[str]:
+    """The numbers the customer gave: a reply may repeat them."""
+    phones = [parse_indian_mobile(t) or "" for t in (ctx.text, ctx.contact_phone or "")]
+    return phones + [parse_indian_mobile(h.text) or "" for h in ctx.history if h.role == "user"]
+
+
+def _ungrounded(
+    text: str, ctx: TurnContext, tools: ToolSession, references: References
+) -> list[str]:
+    """Amounts in ``text`` that no tool produced and nobody wrote (the model's own sums)."""
+    grounded = set(tools.figures) | _money_in(ctx.text, *references.texts())
+    grounded |= _money_in(*(h.text for h in ctx.history))
+    known = {_norm(g) for g in grounded}
+    return sorted(m for m in _money_in(text) if _norm(m) not in known)
 
 
 def _money_in(*texts: str) -> set[str]:

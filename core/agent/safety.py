@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from core.numbers import parse_indian_mobile
@@ -44,8 +44,9 @@ class Checked:
     corrections: tuple[str, ...]
 
 
-def remove_approval_promises(text: str) -> tuple[str, bool]:
-    """Drop every sentence that promises approval; add the indication line once if any was."""
+def remove_approval_promises(text: str, indicate: bool = True) -> tuple[str, bool]:
+    """Drop every sentence that promises approval; add the indication line once if any was
+    (unless ``indicate`` is off: a preview gets it with the final text)."""
     if not _PROMISE.search(text):
         return text, False
     kept = []
@@ -53,7 +54,7 @@ def remove_approval_promises(text: str) -> tuple[str, bool]:
         sentences = [s for s in _SENTENCE.findall(line) if s]
         kept.append("".join(s for s in sentences if not _PROMISE.search(s)).strip())
     cleaned = re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
-    if INDICATION not in cleaned:
+    if indicate and INDICATION not in cleaned:
         cleaned = f"{cleaned}\n\n{INDICATION}" if cleaned else INDICATION
     return cleaned, True
 
@@ -104,3 +105,53 @@ def check_reply(text: str, system_prompt: str, canary: str, own_phones: Iterable
     if changed:
         corrections.append("foreign_phone")
     return Checked(text, tuple(corrections))
+
+
+# Where a sentence (or a line) ends: what the hold-back releases up to.
+_BOUNDARY = re.compile(r"(?:[.!?](?=\s)|\n)")
+
+
+class HoldBack:
+    """Streams only text that the reply checks let through.
+
+    The model's text is held until a sentence (or a line) ends; then everything written so far
+    is checked, and the part of the checked text not yet shown is released. What has been shown
+    is always a prefix of checked text, so nothing a check removes (an approval promise, a phone
+    number that is not the customer's) ever appears, not even for the second before the final
+    edit. When a check cannot be passed by dropping or masking (the reply echoes the prompt,
+    quotes an amount no tool produced), releasing stops: the customer sees the final reply,
+    answered another way, and nothing more of this one."""
+
+    def __init__(self, emit: Callable[[str], None], check: Callable[[str], str | None]) -> None:
+        self._emit = emit
+        self._check = check
+        self._raw = ""
+        self._checked_upto = 0
+        self._shown = ""
+        self.stopped = False
+
+    @property
+    def shown(self) -> str:
+        return self._shown
+
+    def feed(self, delta: str) -> None:
+        if self.stopped:
+            return
+        self._raw += delta
+        ends = [m.end() for m in _BOUNDARY.finditer(self._raw, self._checked_upto)]
+        if not ends:
+            return
+        self._checked_upto = ends[-1]
+        checked = self._check(self._raw[: ends[-1]])
+        if checked is None:
+            self.stopped = True
+            return
+        checked = checked.rstrip()
+        if not checked.startswith(self._shown):
+            # A check changed what was already shown: show nothing more of this reply.
+            self.stopped = True
+            return
+        new = checked[len(self._shown) :]
+        if new:
+            self._shown = checked
+            self._emit(new)

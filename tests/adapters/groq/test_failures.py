@@ -91,13 +91,14 @@ async def test_stream_stalling_past_the_turn_deadline_falls_back(
     sqlite_database: Database, groq_server: g.GroqStandIn, make_agent: Any
 ) -> None:
     # Each frame comes within the read timeout, but the whole reply would take far too long.
-    groq_server.script(g.text("word " * 40, token_delay=0.1))
+    groq_server.script(g.text("Here is one more sentence. " * 20, token_delay=0.1))
     channel = StreamingChannel()
     svc = service(sqlite_database, make_agent(llm_turn_deadline_seconds=1.0), channel)
 
     await svc.handle(say("hi"))
 
-    assert channel.deltas[0], "some words were shown before the deadline"
+    # The first sentences were checked and shown before the deadline.
+    assert "".join(channel.deltas[0]).startswith("Here is one more sentence.")
     assert SCRIPTED_GREETING in channel.finals[0].text
     [out] = await _replies(sqlite_database)
     assert out.meta["fallback_reason"] == "timeout"
@@ -112,7 +113,8 @@ async def test_truncated_stream_is_replaced_by_one_coherent_reply(
 
     await svc.handle(say("hi"))
 
-    assert "".join(channel.deltas[0]) == "Your EMI would be"
+    # Half a sentence is never shown: the hold-back waits for its end.
+    assert channel.deltas[0] == []
     final = channel.finals[0].text
     assert SCRIPTED_GREETING in final and "Your EMI would be" not in final
     [out] = await _replies(database)
@@ -131,7 +133,7 @@ async def test_error_frame_mid_stream_falls_back(
 
     await svc.handle(say("hi"))
 
-    assert "".join(channel.deltas[0]) == "Let me check"
+    assert channel.deltas[0] == []  # half a sentence is never shown
     assert SCRIPTED_GREETING in channel.finals[0].text
     [out] = await _replies(sqlite_database)
     assert out.meta["fallback_reason"] == "stream_error"

@@ -26,7 +26,10 @@ async def test_reply_streams_to_the_channel_and_is_persisted_once(
     database: Database, groq_server: g.GroqStandIn, make_agent: Any
 ) -> None:
     groq_server.script(
-        g.text("A home loan needs PAN, Aadhaar and salary slips [R1].", prompt_tokens=321)
+        g.text(
+            "A home loan needs PAN, Aadhaar and salary slips [R1]. Property papers come later.",
+            prompt_tokens=321,
+        )
     )
     channel = StreamingChannel()
     svc = service(database, make_agent(llm_model="llama-3.1-8b-instant"), channel)
@@ -34,11 +37,13 @@ async def test_reply_streams_to_the_channel_and_is_persisted_once(
     outcome = await svc.handle(say("Which documents do I need for a home loan?"))
 
     assert outcome is not None and outcome.reply is not None
-    # The channel saw the words arrive one by one, then settled on the final text.
-    assert len(channel.deltas[0]) > 5
-    assert "".join(channel.deltas[0]).startswith("A home loan needs PAN")
+    # The channel saw the first sentence once it was whole and checked (its citation marker
+    # gone), then settled on the final text.
+    assert "".join(channel.deltas[0]) == "A home loan needs PAN, Aadhaar and salary slips."
     final = channel.finals[0]
-    assert final.text == "A home loan needs PAN, Aadhaar and salary slips."
+    assert final.text == (
+        "A home loan needs PAN, Aadhaar and salary slips. Property papers come later."
+    )
     assert [c.source for c in final.citations] == ["home-loan.md"]
     assert channel.sent == []
 
@@ -115,6 +120,18 @@ async def test_rolling_summary_of_turns_outside_the_history_window_is_stored(
     assert "Esoteric: Noted, point 0." in summary
     assert "summary_mark" in conversation.state
     last = groq_server.requests[-1].messages
-    history_texts = [m["content"] for m in last if m["role"] in ("user", "assistant")]
+    fenced = [m["content"] for m in last if m["content"].startswith("<customer_context>")]
+    history_texts = [
+        m["content"]
+        for m in last
+        if m["role"] in ("user", "assistant") and m["content"] not in fenced
+    ]
     assert not any("(message 0)" in t for t in history_texts)
-    assert any("Summary of earlier turns" in m["content"] for m in last if m["role"] == "system")
+    # The summary quotes the customer: it reaches the model fenced, in the user role, never as
+    # an instruction.
+    assert not any(
+        "Summary of earlier turns" in m["content"] for m in last if m["role"] == "system"
+    )
+    [context] = [m for m in last if m["content"] in fenced]
+    assert context["role"] == "user" and "Summary of earlier turns" in context["content"]
+    assert "(message 0)" in context["content"]
