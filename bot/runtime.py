@@ -32,6 +32,7 @@ from core.handlers import (
     BroadcastOptIn,
     Counters,
     CustomerCommands,
+    FloodGuard,
     Handler,
     HumanHandoff,
     InputGuards,
@@ -43,6 +44,7 @@ from core.knowledge.answer import knowledge_lookup
 from core.knowledge.query import QueryExpander
 from core.knowledge.types import KnowledgeSearch
 from core.outbox import Outbox
+from core.ratelimit import RateLimits
 from core.store.database import Database, create_database
 from core.store.schema import is_at_head, upgrade_to_head
 from core.store.turns import TurnStore
@@ -155,17 +157,21 @@ def build_handlers(
     admin: AdminService,
     handoffs: HandoffService,
     config: ServiceConfig,
+    limits: RateLimits,
 ) -> list[Handler]:
     """The turn's handler chain, in the order its rules need (see ``core.handlers``)."""
     return [
         BannedSender(),
+        FloodGuard(limits, settings.flood_messages_per_minute),
         AdminCommands(admin),
         Paused(),
         HumanHandoff(handoffs),
         BroadcastOptIn(db),
         InputGuards(config.max_text_chars),
         CustomerCommands(scripted),
-        AgentAnswer(agent, scripted, counters, config.personas),
+        AgentAnswer(
+            agent, scripted, counters, config.personas, daily_tokens=settings.llm_daily_tokens
+        ),
     ]
 
 
@@ -279,11 +285,17 @@ async def open_runtime(
             agent = build_llm_agent(settings, stack, catalogue, scripted, knowledge=knowledge)
         dsn = dsn_of(settings.resolved_database_url) if db.is_postgres else None
         config = ServiceConfig(
-            idle_minutes=settings.session_idle_minutes, concurrency=settings.worker_concurrency
+            idle_minutes=settings.session_idle_minutes,
+            concurrency=settings.worker_concurrency,
+            merge_messages=settings.merge_messages,
+            max_edits=settings.max_edits,
         )
         queue = build_queue(settings, dsn, run_jobs=run_turns)
         outbox = Outbox(TurnStore(db), queue)
         counters = Counters()
+        # Per-sender flood control counts across processes when Redis is set.
+        limits = RateLimits(settings.redis_url)
+        stack.push_async_callback(limits.aclose)
         handoffs, admin = build_handoff_and_admin(
             settings, db, outbox, counters, catalogue, knowledge, stack
         )
@@ -295,7 +307,7 @@ async def open_runtime(
             queue=queue,
             outbox=outbox,
             handlers=build_handlers(
-                settings, db, agent, scripted, counters, admin, handoffs, config
+                settings, db, agent, scripted, counters, admin, handoffs, config, limits
             ),
             waiters=TurnWaiters(outbox.store, listen_dsn=dsn),
             counters=counters,

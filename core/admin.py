@@ -116,10 +116,23 @@ class AdminService:
         return actor in self.config.admins
 
     async def run_command(
-        self, channel: str, sender_id: str, command: Command, chat_key: str
+        self, channel: str, sender_id: str, command: Command, chat_key: str, group: bool = False
     ) -> Reply:
-        """A command typed in a chat (Telegram ``/stats``)."""
-        return await self.run(f"{channel}:{sender_id}", command.name, list(command.args))
+        """A command typed in a chat (Telegram ``/stats``). In a group chat every member would
+        see the answer (and an admin's command would act in front of them), so admin commands
+        work in a private chat only; in a group they are refused, for admins too, and audited."""
+        actor = f"{channel}:{sender_id}"
+        if group:
+            name = command.name
+            if name == "admin":
+                name = command.args[0].lower() if command.args else "help"
+            async with self.db.transaction() as session:
+                repo.audit(session, actor, name, "refused", None, {"where": "group"}, self.clock())
+            return Reply(
+                "Admin commands work only in a private chat with me, so that nobody else sees "
+                "them. If you need help with a loan, just ask."
+            )
+        return await self.run(actor, command.name, list(command.args))
 
     async def run_text(self, actor: str, text: str) -> Reply:
         """A command as words (Slack ``/esoteric pause 12`` arrives as ``pause 12``)."""

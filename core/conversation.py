@@ -75,6 +75,13 @@ class ServiceConfig:
     max_text_chars: int = MAX_TEXT_CHARS
     # Turns in flight in this process (ESOTERIC_WORKER_CONCURRENCY).
     concurrency: int = 16
+    # Consecutive waiting messages of one sender answered as one turn (ESOTERIC_MERGE_MESSAGES).
+    merge_messages: int = 5
+    # Edits of one message answered at most this many times (ESOTERIC_MAX_EDITS).
+    # Messages a sender may send a minute before flood control answers "slow down" (only
+    # for the default chain; the composition root builds its own from settings).
+    flood_per_minute: int = 20
+    max_edits: int = 3
     # A message whose turn fails this many times is given up (the customer is told).
     max_turn_attempts: int = 3
     # Recovery leaves work younger than this to the jobs that are about to do it.
@@ -141,6 +148,7 @@ class ConversationService:
                 self.counters,
                 max_text_chars=self.config.max_text_chars,
                 personas=self.config.personas,
+                flood_per_minute=self.config.flood_per_minute,
             )
         )
         self.waiters = waiters or TurnWaiters(self.store)
@@ -216,7 +224,12 @@ class ConversationService:
             prefetch = self._history_limit if self.queue.is_idle(chat) else None
             try:
                 recorded = await self.store.record_inbound(
-                    inbound, self.clock(), timedelta(minutes=self.config.idle_minutes), prefetch
+                    inbound,
+                    self.clock(),
+                    timedelta(minutes=self.config.idle_minutes),
+                    prefetch,
+                    self.config.max_edits,
+                    self.config.merge_messages,
                 )
             except IntegrityError:
                 # Another process stored the same event between our check and our insert.
@@ -229,6 +242,19 @@ class ConversationService:
                 )
                 return None
             future = self.waiters.expect(recorded.message_id) if expect else None
+            if recorded.ignored:
+                log.info("edit past the limit stored, not answered")
+                if future is not None:
+                    self.waiters.resolve(
+                        TurnOutcome(
+                            recorded.message_id,
+                            recorded.conversation_id,
+                            None,
+                            None,
+                            MessageStatus.IGNORED,
+                        )
+                    )
+                return Accepted(recorded, future)
             try:
                 await self.queue.defer(
                     TurnJob(recorded.chat, recorded.message_id, loaded=recorded.loaded)
@@ -274,7 +300,11 @@ class ConversationService:
                 (chat, data, pending), loaded = loaded, None
             else:
                 chat, data, pending = await self.store.load_turn(
-                    chat, self._history_limit, 1, job.message_id, job.outbox_id
+                    chat,
+                    self._history_limit,
+                    self.config.merge_messages,
+                    job.message_id,
+                    job.outbox_id,
                 )
             if chat is None:
                 return  # its conversation was deleted

@@ -36,6 +36,10 @@ class InputError(EsotericError):
     """A user or client sent something Esoteric cannot accept (too long, empty, malformed)."""
 
 
+class ChatEnded(InputError):
+    """The chat was ended for good (a deleted API session): it takes no more messages."""
+
+
 class ChannelError(EsotericError):
     """A channel could not deliver or receive a message."""
 

@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol, TypeGuard
 
 from sqlalchemy import update
@@ -19,13 +20,17 @@ from sqlalchemy import update
 from core.agent.base import Agent, AgentResult, StreamingAgent, TurnContext
 from core.agent.scripted import ScriptedAgent
 from core.errors import AgentError
-from core.messages import Command, Reply, Target, parse_command
+from core.messages import Command, Reply, Target, parse_command, utcnow
 from core.ports import OutboundPort, StreamingPort
+from core.ratelimit import RateLimits
 from core.store.database import Database
 from core.store.models import ConversationStatus, User
 from core.store.turns import Post, TurnData
 
 log = logging.getLogger(__name__)
+
+# Conversation state the pipeline keeps for itself: the LLM tokens spent today.
+TOKENS_TODAY = "_llm_tokens"
 
 
 @dataclass
@@ -137,7 +142,7 @@ class AdminHook(Protocol):
     def handles(self, name: str) -> bool: ...
 
     async def run_command(
-        self, channel: str, sender_id: str, command: Command, chat_key: str
+        self, channel: str, sender_id: str, command: Command, chat_key: str, group: bool = False
     ) -> Reply: ...
 
 
@@ -154,6 +159,34 @@ class BannedSender:
         return Decision(None) if turn.data.user_banned else None
 
 
+class FloodGuard:
+    """Per-sender flood control, on every channel: past ``per_minute`` messages a minute the
+    sender's messages are stored and not answered (and cost no LLM call), with one "slow down"
+    answer a minute so they know why. Counted across processes when the limits are in Redis."""
+
+    SLOW_DOWN = (
+        "You're sending messages faster than I can read them. Please wait a minute, then send "
+        "your question again."
+    )
+
+    def __init__(self, limits: RateLimits, per_minute: int) -> None:
+        self.limits = limits
+        self.per_minute = per_minute
+
+    async def __call__(self, turn: Turn) -> Decision | None:
+        data = turn.data
+        sender = f"{data.channel}:{data.user_external_id or data.chat_key}"
+        over = False
+        for _ in data.message_ids:  # every message counts, merged ones too
+            over = bool(await self.limits.take("flood", sender, self.per_minute)) or over
+        if not over:
+            return None
+        if await self.limits.take("flood-notice", sender, 1):
+            return Decision(None)  # told already this minute
+        result = AgentResult(Reply(self.SLOW_DOWN), data.state, meta={"flood": True})
+        return Decision(result)
+
+
 class AdminCommands:
     def __init__(self, admin: AdminHook) -> None:
         self.admin = admin
@@ -164,7 +197,11 @@ class AdminCommands:
             return None
         data = turn.data
         reply = await self.admin.run_command(
-            data.channel, data.user_external_id or "", command, data.chat_key
+            data.channel,
+            data.user_external_id or "",
+            command,
+            data.chat_key,
+            bool(data.meta.get("group")),
         )
         return Decision(AgentResult(reply, data.state, meta={"admin": command.name}))
 
@@ -309,11 +346,16 @@ class AgentAnswer:
         scripted: ScriptedAgent,
         counters: Counters,
         personas: dict[str, str] | None = None,
+        daily_tokens: int | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.agent = agent
         self.scripted = scripted
         self.counters = counters
         self.personas = personas if personas is not None else {"slack": "sales"}
+        # LLM tokens one conversation may use a day (UTC); then the scripted agent answers.
+        self.daily_tokens = daily_tokens
+        self.clock = clock
 
     async def __call__(self, turn: Turn) -> Decision:
         data = turn.data
@@ -331,18 +373,34 @@ class AgentAnswer:
         if turn.port is not None:
             with contextlib.suppress(Exception):
                 await turn.port.typing(turn.target)
+        today = self.clock().date().isoformat()
+        spent = data.state.get(TOKENS_TODAY) or {}
+        used = int(spent.get("used") or 0) if spent.get("day") == today else 0
+        agent = self.agent
+        if (
+            agent is not self.scripted
+            and self.daily_tokens is not None
+            and used >= self.daily_tokens
+        ):
+            agent = self.scripted  # the conversation's model budget for today is spent
         try:
-            result = await self._ask(ctx, turn)
+            result = await self._ask(agent, ctx, turn)
         except asyncio.CancelledError:
             raise
         except Exception:
-            if self.agent is self.scripted:
+            if agent is self.scripted:
                 raise
             # The LLM agent already falls back internally; this is the last line of defence.
             self.counters.fallbacks += 1
             log.exception("agent failed; scripted agent answers")
             result = await self.scripted.respond(ctx)
             result.meta["fallback"] = True
+        if agent is not self.agent:
+            result.meta.update(fallback=True, fallback_reason="token_budget")
+        if self.agent is not self.scripted:
+            tokens = int(result.meta.get("prompt_tokens") or 0)
+            tokens += int(result.meta.get("completion_tokens") or 0)
+            result.state = {**result.state, TOKENS_TODAY: {"day": today, "used": used + tokens}}
         if data.meta.get("welcome_back") and not result.reply.text.startswith("Welcome back"):
             reply = result.reply
             result.reply = Reply(
@@ -350,9 +408,9 @@ class AgentAnswer:
             )
         return Decision(result)
 
-    async def _ask(self, ctx: TurnContext, turn: Turn) -> AgentResult:
+    async def _ask(self, agent: Agent, ctx: TurnContext, turn: Turn) -> AgentResult:
         """Stream when both the channel and the agent can; otherwise one whole reply."""
-        agent, port = self.agent, turn.port
+        port = turn.port
         if not (turn.may_stream and _streaming_port(port) and _streaming_agent(agent)):
             return await agent.respond(ctx)
         live = turn.live = LiveReply()
@@ -387,9 +445,12 @@ def default_handlers(
     handoff: RelayHook | None = None,
     max_text_chars: int,
     personas: dict[str, str] | None = None,
+    limits: RateLimits | None = None,
+    flood_per_minute: int = 20,
+    daily_tokens: int | None = None,
 ) -> list[Handler]:
     """The chain in its rule order; ``bot.runtime`` builds it from this list."""
-    handlers: list[Handler] = [BannedSender()]
+    handlers: list[Handler] = [BannedSender(), FloodGuard(limits or RateLimits(), flood_per_minute)]
     if admin is not None:
         handlers.append(AdminCommands(admin))
     handlers += [
@@ -398,6 +459,6 @@ def default_handlers(
         BroadcastOptIn(db),
         InputGuards(max_text_chars),
         CustomerCommands(scripted),
-        AgentAnswer(agent, scripted, counters, personas),
+        AgentAnswer(agent, scripted, counters, personas, daily_tokens),
     ]
     return handlers

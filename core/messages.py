@@ -63,6 +63,10 @@ class Inbound:
     extra: dict[str, str] = field(default_factory=dict)
     # Someone waits for this message's reply (an API call), possibly in another process.
     awaited: bool = False
+    # Written in a group chat (several people, one conversation): admin commands are refused.
+    group: bool = False
+    # An edit of an earlier message (its platform id): answered a few times at most.
+    edit_of: str | None = None
     received_at: datetime = field(default_factory=utcnow)
 
     @property

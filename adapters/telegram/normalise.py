@@ -108,6 +108,7 @@ def normalise(
             sender_name=query.from_user.full_name,
             command=parse_command(value),
             extra={"callback": "1"},
+            group=is_group(chat_key),
         )
 
     message = update.message or update.edited_message
@@ -142,8 +143,10 @@ def normalise(
         return None  # service messages: pins, joins, payments and the like
 
     extra = {"message_id": str(message.message_id), "chat_type": str(chat.type)}
+    edit_of: str | None = None
     if update.edited_message is not None:
         extra["edited"] = "1"
+        edit_of = str(message.message_id)
     return Inbound(
         channel=CHANNEL,
         chat_key=str(chat.id),
@@ -156,6 +159,8 @@ def normalise(
         attachments=attachments,
         contact_phone=contact_phone,
         extra=extra,
+        group=chat.type in _GROUP_TYPES,
+        edit_of=edit_of,
     )
 
 

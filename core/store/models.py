@@ -135,6 +135,13 @@ class Message(Base):
         UniqueConstraint("channel", "platform_event_id", name="uq_messages_event"),
         Index("ix_messages_conversation", "conversation_id", "id"),
         Index("ix_messages_status", "status"),
+        Index(
+            "ix_messages_edit_of",
+            "conversation_id",
+            "edit_of",
+            sqlite_where=text("edit_of IS NOT NULL"),
+            postgresql_where=text("edit_of IS NOT NULL"),
+        ),
         # A chat's unanswered messages, oldest first: what every turn reads.
         Index(
             "ix_messages_unanswered",
@@ -160,6 +167,8 @@ class Message(Base):
     # Who sent an inbound message: permissions, bans and the audit log follow the message's
     # own sender, never the conversation's first user (in a group they differ).
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # An edit of an earlier message (its platform id): edits past a few are not answered.
+    edit_of: Mapped[str | None] = mapped_column(String(64))
     # Failed turns of an inbound message: given up (status failed) after a few.
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The reply that answered an inbound message (one reply may answer several in a row).

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, text, update
 
 from core.agent.base import HistoryItem, LeadDraft
+from core.errors import ChatEnded
 from core.messages import Inbound
 from core.store.database import Database
 from core.store.models import (
@@ -62,6 +63,8 @@ class Recorded:
     chat: ChatAddress
     # The chat's turn read in the same transaction, when the caller asked for it.
     loaded: Loaded | None = None
+    # Stored but not to be answered (an edit past the limit): no turn is queued for it.
+    ignored: bool = False
 
 
 @dataclass(frozen=True)
@@ -253,8 +256,12 @@ def record_inbound(
     now: datetime,
     idle_after: timedelta,
     prefetch: int | None = None,
+    max_edits: int | None = None,
+    max_batch: int = 1,
 ) -> Recorded | None:
     """Store an inbound message with its user and conversation; ``None`` for a duplicate.
+    An edit of a message already edited ``max_edits`` times is stored as ignored (a script
+    editing one message in a loop must not queue a turn per edit).
     With ``prefetch`` (a history length), also read the chat's turn in the same transaction:
     for a caller that knows no turn of the chat can run before the one it queues next (one
     process, the chat's queue idle), which saves that turn a transaction."""
@@ -306,6 +313,9 @@ def record_inbound(
                 " AND chat_key = :chat_key AND thread = :thread ORDER BY id DESC LIMIT 1",
                 key,
             )
+            if last is not None and last[0] == "ended":
+                # Rolls the transaction back: nothing of it is stored.
+                raise ChatEnded(f"the {inbound.channel} chat was ended")
             welcome_back = last is not None and last[0] == "idle"
         conversation_id = q.one(
             "INSERT INTO conversations (channel, chat_key, thread, user_id, status, started_at,"
@@ -324,12 +334,23 @@ def record_inbound(
         meta["extra"] = dict(inbound.extra)
     if inbound.awaited:
         meta["awaited"] = True
+    if inbound.group:
+        meta["group"] = True
+    status = MessageStatus.RECEIVED
+    if inbound.edit_of is not None and max_edits is not None:
+        edits = q.one(
+            "SELECT count(*) FROM messages WHERE conversation_id = :cid AND edit_of = :edit_of",
+            {"cid": conversation_id, "edit_of": inbound.edit_of},
+        )[0]
+        if edits >= max_edits:
+            status = MessageStatus.IGNORED
+            meta["ignored"] = "edits"
     if welcome_back:
         meta["welcome_back"] = True
     message_id = q.one(
         "INSERT INTO messages (conversation_id, channel, direction, author, user_id, text,"
-        " platform_event_id, status, created_at, meta) VALUES (:cid, :channel, 'in', :author,"
-        " :user_id, :text, :event_id, 'received', :now, :meta) RETURNING id",
+        " platform_event_id, status, created_at, meta, edit_of) VALUES (:cid, :channel, 'in',"
+        " :author, :user_id, :text, :event_id, :status, :now, :meta, :edit_of) RETURNING id",
         {
             "cid": conversation_id,
             "channel": inbound.channel,
@@ -337,13 +358,18 @@ def record_inbound(
             "user_id": user_id,
             "text": inbound.text,
             "event_id": inbound.event_id,
+            "status": status,
             "now": now,
             "meta": meta,
+            "edit_of": inbound.edit_of,
         },
     )[0]
     chat = ChatAddress(inbound.channel, inbound.chat_key, inbound.thread)
-    loaded = load_turn(conn, chat, prefetch) if prefetch is not None else None
-    return Recorded(message_id, conversation_id, welcome_back, chat, loaded)
+    ignored = status != MessageStatus.RECEIVED
+    loaded = (
+        load_turn(conn, chat, prefetch, max_batch) if prefetch is not None and not ignored else None
+    )
+    return Recorded(message_id, conversation_id, welcome_back, chat, loaded, ignored)
 
 
 def chat_of(conn: Connection, message_id: int | None, outbox_id: int | None) -> ChatAddress | None:
@@ -383,7 +409,7 @@ def find_event(conn: Connection, channel: str, event_id: str) -> Recorded | None
 _BATCH_SQL = (
     "SELECT m.id, m.status, m.text, m.meta, m.conversation_id, COALESCE(m.user_id, c.user_id),"
     " c.status, c.paused, c.state, c.summary, u.banned, u.display_name, u.phone, u.external_id,"
-    " (SELECT key FROM bot_flags WHERE key = 'paused')"
+    " (SELECT key FROM bot_flags WHERE key = 'paused'), m.attempts"
     " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
     " LEFT JOIN users u ON u.id = COALESCE(m.user_id, c.user_id)"
     " WHERE m.status = 'received' AND m.direction = 'in' AND c.channel = :channel"
@@ -430,6 +456,19 @@ def pending_for_chat(conn: Connection, chat: ChatAddress) -> list[OutboxRow]:
 Loaded = tuple[ChatAddress | None, TurnData | None, list[OutboxRow]]
 
 
+def _alone(row: Any) -> bool:
+    """A message never merged with its neighbours into one turn. One whose turn failed before
+    is retried alone, so a message that breaks its turn never takes the next ones down too."""
+    text_, meta = str(row[2]), json_dict(row[3])
+    return (
+        bool(row[15])
+        or text_.lstrip().startswith("/")
+        or not text_.strip()
+        or bool(meta.get("contact_shared"))
+        or bool((meta.get("extra") or {}).get("callback"))
+    )
+
+
 def load_turn(
     conn: Connection,
     chat: ChatAddress | None,
@@ -453,13 +492,15 @@ def load_turn(
     if not rows:
         return chat, None, pending
     # One turn answers one conversation's messages, and one sender's: a group's next speaker
-    # gets a turn of their own (their name, their permissions).
+    # gets a turn of their own (their name, their permissions). Commands, button presses,
+    # shared contacts and attachments are answered on their own.
     first_conversation, first_user = rows[0][4], rows[0][5]
-    batch = []
-    for row in rows:
-        if row[4] != first_conversation or row[5] != first_user:
-            break
-        batch.append(row)
+    batch = [rows[0]]
+    if not _alone(rows[0]):
+        for row in rows[1:]:
+            if row[4] != first_conversation or row[5] != first_user or _alone(row):
+                break
+            batch.append(row)
     last = batch[-1]
     earlier = (
         q.all(_HISTORY_SQL, {"cid": first_conversation, "limit": history_limit})
@@ -938,8 +979,12 @@ class TurnStore:
         now: datetime,
         idle_after: timedelta,
         prefetch: int | None = None,
+        max_edits: int | None = None,
+        max_batch: int = 1,
     ) -> Recorded | None:
-        return await self.db.run_core(record_inbound, inbound, now, idle_after, prefetch)
+        return await self.db.run_core(
+            record_inbound, inbound, now, idle_after, prefetch, max_edits, max_batch
+        )
 
     async def find_event(self, channel: str, event_id: str) -> Recorded | None:
         return await self.db.run_core(find_event, channel, event_id)

@@ -60,6 +60,7 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("attempts", sa.Integer(), server_default="0", nullable=False))
+        batch_op.add_column(sa.Column("edit_of", sa.String(length=64), nullable=True))
         batch_op.add_column(
             sa.Column(
                 "answer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
@@ -135,6 +136,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.create_index(
+            "ix_messages_edit_of",
+            ["conversation_id", "edit_of"],
+            unique=False,
+            sqlite_where=sa.text("edit_of IS NOT NULL"),
+            postgresql_where=sa.text("edit_of IS NOT NULL"),
+        )
+        batch_op.create_index(
             "ix_messages_unanswered",
             ["conversation_id", "id"],
             unique=False,
@@ -167,6 +175,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_conversations_chat")
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_index("ix_messages_unanswered")
+        batch_op.drop_index("ix_messages_edit_of")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_index("ix_outbox_conversation")
         batch_op.drop_index("ix_outbox_status")
@@ -175,5 +184,6 @@ def downgrade() -> None:
         batch_op.drop_constraint(batch_op.f("fk_messages_answer_id_messages"), type_="foreignkey")
         batch_op.drop_column("answer_id")
         batch_op.drop_column("attempts")
+        batch_op.drop_column("edit_of")
         batch_op.drop_constraint(batch_op.f("fk_messages_user_id_users"), type_="foreignkey")
         batch_op.drop_column("user_id")

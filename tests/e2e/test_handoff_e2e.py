@@ -226,6 +226,7 @@ async def test_restart_in_the_middle_of_a_handoff(
         report = await handoffs.tick()
         assert (report.reminded, report.returned) == (1, 0)
         assert (await handoffs.tick()).reminded == 0
+        await desk.runtime.service.idle()  # the customer's notice goes out in the chat's turn
         reminder = [
             c.params
             for c in slack_api.calls_to("chat.postMessage")
@@ -238,6 +239,7 @@ async def test_restart_in_the_middle_of_a_handoff(
         clock.advance(31)
         report = await handoffs.tick()
         assert report.returned == 1
+        await desk.runtime.service.idle()
         assert (
             await desk.scalar("SELECT status FROM handoffs WHERE id=:i", i=claimed_id) == "returned"
         )

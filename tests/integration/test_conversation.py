@@ -81,7 +81,8 @@ async def test_concurrent_deliveries_of_one_event_reply_once(database: Database)
 
 
 async def test_fifty_concurrent_messages_are_answered_in_arrival_order(database: Database) -> None:
-    service = service_for(database)
+    # Each message its own turn, and no flood control: one sender sends all fifty.
+    service = service_for(database, merge_messages=1, flood_per_minute=1000)
     port = RecordingPort(delay=0.001)
     service.register_channel("test", port)
     texts = [f"message number {i}" for i in range(50)]
@@ -107,7 +108,7 @@ async def test_fifty_concurrent_messages_are_answered_in_arrival_order(database:
 
 
 async def test_follow_ups_queue_while_a_turn_runs(database: Database) -> None:
-    service = service_for(database)
+    service = service_for(database, merge_messages=1)  # each message its own turn
     port = RecordingPort(gate=asyncio.Event())
     service.register_channel("test", port)
     first = asyncio.create_task(service.handle(customer("hi")))
@@ -122,6 +123,29 @@ async def test_follow_ups_queue_while_a_turn_runs(database: Database) -> None:
     await asyncio.gather(first, *follow_ups)
     assert len(port.sent) == 3
     assert "Car Loan" in port.texts[1] and "repay" in port.texts[2]
+
+
+async def test_lines_queued_behind_a_turn_are_answered_together(database: Database) -> None:
+    service = service_for(database)  # merging on, as by default
+    port = RecordingPort(gate=asyncio.Event())
+    service.register_channel("test", port)
+    first = asyncio.create_task(service.handle(customer("hi")))
+    await wait_until(lambda: service.queued == 1, what="the first turn running")
+    follow_ups = [
+        asyncio.create_task(service.handle(customer(t))) for t in ["I need a car loan", "5 lakh"]
+    ]
+    await wait_until(lambda: service.queued == 3, what="both follow-ups queued")
+    port.gate.set()
+    outcomes = await asyncio.gather(first, *follow_ups)
+    # Two replies: the greeting, then one answer to both lines (the product and the amount).
+    assert len(port.sent) == 2
+    assert "Car Loan" in port.texts[1] and "repay" in port.texts[1]
+    # Both lines' outcomes are that one reply, and both are answered by it.
+    assert outcomes[1] is not None and outcomes[2] is not None
+    assert outcomes[1].reply_id == outcomes[2].reply_id
+    async with database.transaction() as s:
+        statuses = (await s.scalars(select(Message.status).where(Message.direction == "in"))).all()
+    assert list(statuses) == ["answered"] * 3
 
 
 async def test_unanswered_message_is_answered_once_by_recovery(database: Database) -> None:

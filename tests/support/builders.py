@@ -16,12 +16,24 @@ _ids = itertools.count(1)
 
 
 def service_for(
-    db: Database, idle_minutes: int = 30, clock: Callable[[], datetime] = utcnow
+    db: Database,
+    idle_minutes: int = 30,
+    clock: Callable[[], datetime] = utcnow,
+    merge_messages: int = ServiceConfig.merge_messages,
+    flood_per_minute: int = ServiceConfig.flood_per_minute,
 ) -> ConversationService:
     catalogue = load_catalogue()
     scripted = ScriptedAgent(catalogue)
     return ConversationService(
-        db, scripted, scripted, ServiceConfig(idle_minutes=idle_minutes), clock=clock
+        db,
+        scripted,
+        scripted,
+        ServiceConfig(
+            idle_minutes=idle_minutes,
+            merge_messages=merge_messages,
+            flood_per_minute=flood_per_minute,
+        ),
+        clock=clock,
     )
 
 
