@@ -114,6 +114,7 @@ def build_slack(runtime: Runtime) -> SlackChannel | None:
             "must be set with SLACK_BOT_TOKEN (or set SLACK_APP_TOKEN for Socket Mode)",
         )
     from adapters.slack import SlackChannel, SlackConfig
+    from core.replay import replay_guard_for
     from core.salesdesk import SalesDesk
 
     config = SlackConfig(
@@ -122,9 +123,23 @@ def build_slack(runtime: Runtime) -> SlackChannel | None:
         app_token=app_token.get_secret_value() if app_token else None,
         api_url=settings.slack_api_url,
         sales_channel=settings.slack_sales_channel,
+        # "slack:U0ABC" entries of ESOTERIC_ADMINS: they see lead data without membership.
+        admins=frozenset(
+            ident
+            for channel, _, ident in (entry.partition(":") for entry in settings.admins)
+            if channel == "slack"
+        ),
     )
     desk = SalesDesk(runtime.db, runtime.catalogue, settings.currency)
+    # A signed slash command or button press is run once, whichever process it reaches.
+    replay = replay_guard_for(settings.redis_url)
+    runtime.close_later(replay.aclose)
     # Lead cards and their threads need the sales channel; admins use /esoteric either way.
     return SlackChannel(
-        runtime.service, desk, config, handoffs=runtime.handoffs, admin=runtime.admin
+        runtime.service,
+        desk,
+        config,
+        handoffs=runtime.handoffs,
+        admin=runtime.admin,
+        replay=replay,
     )

@@ -3,15 +3,20 @@
 ``/esoteric emi 500000 10.5 60`` in Slack (or the same words anywhere else) arrives here as the
 text after the command name. Every answer is a ``Reply``: channels render it, and buttons are
 choices whose value is another desk command (``/esoteric lead 12 contacted``).
+
+Lead data (a lead's card, a status change, the day's list) is not for everyone who can type the
+command: the channel passes an ``access`` check, and whoever it does not grant gets a polite
+refusal with no customer data in it, written to the audit log.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 
 from sqlalchemy import select
 
@@ -39,6 +44,35 @@ USAGE = {
     "lead": "lead ID [new|contacted|won|lost]: a lead's card, or set its status",
     "leads": "leads today: the leads captured since midnight UTC",
 }
+
+
+# The subcommands that show or change customers' data.
+LEAD_COMMANDS = frozenset({"lead", "leads"})
+REFUSED = (
+    "Sorry, lead details are only for the sales team (members of the sales channel) and "
+    "Esoteric admins."
+)
+UNVERIFIED = (
+    "Sorry, I couldn't confirm just now that you're on the sales team, so I can't show lead "
+    "details. Please try again in a minute."
+)
+
+
+class Access(StrEnum):
+    """Whether a person may see lead data."""
+
+    GRANTED = "granted"
+    DENIED = "denied"
+    # The check could not be made (the platform did not answer): refused, fail closed.
+    UNVERIFIED = "unverified"
+
+    @property
+    def refusal(self) -> str:
+        return UNVERIFIED if self is Access.UNVERIFIED else REFUSED
+
+
+# Decides for an actor (``slack:U0ABC``); the channel knows who its sales team is.
+AccessCheck = Callable[[str], Awaitable[Access]]
 
 
 class DeskInputError(ValueError):
@@ -137,6 +171,14 @@ def find_product(catalogue: Catalogue, text: str) -> Product | None:
     return None
 
 
+def _lead_action(name: str, args: list[str]) -> tuple[str, str | None]:
+    """The audit log's action and target for a lead command."""
+    if name == "leads":
+        return "leads_today", None
+    target = f"lead:{args[0].lstrip('#')}" if args and args[0].lstrip("#").isdigit() else None
+    return ("lead_status" if len(args) >= 2 else "lead"), target
+
+
 def help_reply() -> Reply:
     lines = [f"**{COMMAND}** commands:"]
     lines += [f"- {COMMAND} {usage}" for usage in USAGE.values()]
@@ -163,10 +205,19 @@ class SalesDesk:
     def money(self, value: Decimal | int | None) -> str:
         return "-" if value is None else format_money(value, self.currency)
 
-    async def run(self, text: str, actor: str) -> Reply:
+    async def run(self, text: str, actor: str, access: AccessCheck | None = None) -> Reply:
+        """``access`` decides who sees lead data; ``None`` only where the caller has already
+        decided (a trusted console, tests of the commands themselves)."""
         words = text.split()
         name = words[0].lower() if words else "help"
         args = words[1:]
+        if name in LEAD_COMMANDS and access is not None:
+            # Before the arguments are read: even "there is no lead #9" says something.
+            verdict = await access(actor)
+            if verdict is not Access.GRANTED:
+                action, target = _lead_action(name, args)
+                await self.record_refusal(actor, action, target, verdict)
+                return Reply(verdict.refusal)
         try:
             if name == "help":
                 return help_reply()
@@ -183,6 +234,22 @@ class SalesDesk:
         except DeskInputError as exc:
             return Reply(str(exc))
         return Reply(f"I don't know the subcommand {name!r}.\n\n" + help_reply().text)
+
+    async def record_refusal(
+        self, actor: str, action: str, target: str | None, verdict: Access
+    ) -> None:
+        """An audit row for a refused desk action (lead data, or a handoff a channel refused
+        before the handoff service saw it)."""
+        async with self.db.transaction() as session:
+            repo.audit(
+                session,
+                actor,
+                action,
+                "refused",
+                target=target,
+                details={"reason": str(verdict)},
+                now=self.clock(),
+            )
 
     def product(self, name: str) -> Reply:
         if not name.strip():

@@ -6,6 +6,14 @@ Slack's 3 seconds; a message that could not be stored gets an error status, so S
 again. Slow work (the turn itself, a desk command) runs after the acknowledgement. Retried
 deliveries are left to the core's dedup on ``event_id``; the ``X-Slack-Retry-Num`` header is
 never a reason to drop an event (Socket Mode sets it to "0" on first deliveries).
+
+A slash command or a button press has no such id, so a signed one sent again inside the 5-minute
+signature window would run again: each one's signature is remembered (``ReplayGuard``) for that
+window, and a second delivery is refused with 401. Slack does not retry these requests.
+
+Lead data (``/esoteric lead``, ``leads today``, the lead and handoff buttons, ``release``, a
+rep's relay to a customer) is for members of the sales channel and for admins; membership comes
+from ``conversations.members``, cached for a minute. When Slack cannot say, the answer is no.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -47,6 +55,7 @@ from adapters.slack.events import (
     mentions,
     to_inbound,
 )
+from adapters.slack.members import ChannelMembers, MembersUnknown
 from adapters.slack.render import (
     ACTION_PATTERN,
     DESK_PREFIX,
@@ -63,7 +72,9 @@ from core.errors import ChannelError, RetryLater, StoreUnavailable
 from core.handoff import CardRef, HandoffService, LeadCard, RelayOutcome
 from core.messages import Reply, Target
 from core.ports import ReplyStream
-from core.salesdesk import COMMAND, SalesDesk
+from core.ratelimit import SharedStateUnavailable
+from core.replay import LocalReplayGuard, ReplayGuard
+from core.salesdesk import COMMAND, Access, SalesDesk
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +82,32 @@ DEFAULT_API_URL = "https://slack.com/api/"
 # Slack refuses requests signed more than five minutes from now (replays); so do we.
 MAX_CLOCK_SKEW = 300
 _MAX_REMEMBERED = 10_000
+_HANDOFF_REFUSED = {
+    Access.DENIED: "Sorry, only the sales team (members of the sales channel) and Esoteric "
+    "admins can claim, answer or release a customer's conversation.",
+    Access.UNVERIFIED: "Sorry, I couldn't confirm just now that you're on the sales team, so "
+    "that was not done. Please try again in a minute.",
+}
 
 
 @dataclass(frozen=True)
 class SlackConfig:
-    bot_token: str
-    signing_secret: str | None = None
-    app_token: str | None = None  # set: Socket Mode instead of HTTP events
+    # Secrets stay out of repr: a config in a log line or a traceback shows none of them.
+    bot_token: str = field(repr=False)
+    signing_secret: str | None = field(default=None, repr=False)
+    app_token: str | None = field(default=None, repr=False)  # set: Socket Mode, not HTTP events
     api_url: str | None = None  # the Web API base, e.g. http://127.0.0.1:8080/api/
     # Seconds between chat.update calls while a reply streams (chat.update is about 1/s).
     stream_interval: float = 1.0
     rate_limit_retries: int = 3
     # ESOTERIC_SLACK_SALES_CHANNEL: where lead cards go; its card threads relay to customers.
+    # Its members (and admins) are the sales team: they alone see and change lead data.
     sales_channel: str | None = None
+    # Slack user ids of the ESOTERIC_ADMINS entries "slack:U...": lead data without membership.
+    admins: frozenset[str] = frozenset()
+    # How long a conversations.members answer is trusted, and how long to wait for one.
+    members_ttl: float = 60.0
+    members_timeout: float = 5.0
 
     @property
     def socket_mode(self) -> bool:
@@ -126,6 +150,7 @@ class SlackChannel:
         *,
         handoffs: HandoffService | None = None,
         admin: AdminService | None = None,
+        replay: ReplayGuard | None = None,
     ) -> None:
         if not config.socket_mode and not config.signing_secret:
             raise ChannelError("Slack HTTP events need SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN)")
@@ -134,6 +159,8 @@ class SlackChannel:
         self.config = config
         self.handoffs = handoffs if config.sales_channel else None
         self.admin = admin
+        # Signatures of form requests already run; the composition root passes a shared one.
+        self.replay: ReplayGuard = replay if replay is not None else LocalReplayGuard()
         # Relays from one card thread run one at a time, so the customer sees them in order.
         self._relay_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self.client = AsyncWebClient(
@@ -152,6 +179,16 @@ class SlackChannel:
             # keeps bolt from spawning untracked tasks of its own.
             process_before_response=True,
             request_verification_enabled=not config.socket_mode,
+        )
+        self.members = (
+            ChannelMembers(
+                self.client,
+                config.sales_channel,
+                ttl=config.members_ttl,
+                timeout=config.members_timeout,
+            )
+            if config.sales_channel
+            else None
         )
         self.identity: BotIdentity | None = None
         self._socket: AsyncSocketModeHandler | None = None
@@ -227,8 +264,8 @@ class SlackChannel:
             return False, "not started"
         if self._socket is not None and not await self._socket.client.is_connected():
             return False, "socket mode disconnected"
-        mode = "socket mode" if self.config.socket_mode else "HTTP events"
-        return True, f"{mode} as {self.identity.user_id}"
+        # /ready is public: it says the channel works, not who the bot is.
+        return True, "socket mode" if self.config.socket_mode else "HTTP events"
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=f"slack:{name}")
@@ -257,12 +294,23 @@ class SlackChannel:
         ):
             # Also refuses a timestamp more than 5 minutes away (replays).
             return _error(401, "invalid or expired Slack signature")
-        problem = _malformed(raw, request.headers.get("content-type", ""))
+        content_type = request.headers.get("content-type", "")
+        problem = _malformed(raw, content_type)
         if problem is not None:
             return _error(400, problem)
         if not self._accepting:
             # Slack retries later; the next process run picks the event up.
             return _error(503, "shutting down")
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            # A slash command or a button press, which carry no id to deduplicate on. (Events
+            # API callbacks are deduplicated by event_id in the core, and Slack re-delivers
+            # those on purpose.)
+            refused = await self._replayed(
+                request.headers.get("x-slack-request-timestamp", ""),
+                request.headers.get("x-slack-signature", ""),
+            )
+            if refused is not None:
+                return refused
         bolt_response = await self.app.async_dispatch(
             AsyncBoltRequest(body=raw.decode("utf-8"), query=request.url.query, headers=headers)
         )
@@ -271,6 +319,51 @@ class SlackChannel:
             content=bolt_response.body,
             headers=bolt_response.first_headers_without_set_cookie(),
         )
+
+    async def _replayed(self, timestamp: str, signature: str) -> Response | None:
+        """401 for a signature already seen inside its window, 503 when that cannot be known."""
+        # Remembered as long as the signature would pass: five minutes, more when Slack's
+        # clock is ahead of ours.
+        ttl = max(MAX_CLOCK_SKEW, int(timestamp) + MAX_CLOCK_SKEW - time.time()) + 1
+        try:
+            first = await self.replay.first_time(f"{CHANNEL}:{signature}", ttl)
+        except SharedStateUnavailable:
+            log.exception("replay check unavailable; request refused")
+            return _error(503, "could not check for a replayed request; try again")
+        if not first:
+            log.warning("replayed Slack request refused (timestamp %s)", timestamp)
+            return _error(401, "replayed Slack request")
+        return None
+
+    # -- who may see lead data -------------------------------------------------------------------
+
+    async def lead_access(self, actor: str) -> Access:
+        """The desk's access check: ``slack:<user id>`` of a sales channel member or an admin."""
+        channel, _, user = actor.partition(":")
+        return await self.access(user) if channel == CHANNEL else Access.DENIED
+
+    async def access(self, user: str) -> Access:
+        if not user:
+            return Access.DENIED
+        if user in self.config.admins:
+            return Access.GRANTED
+        if self.members is None:
+            # No sales channel, no sales team: lead data is for admins only.
+            return Access.DENIED
+        try:
+            member = await self.members.contains(user)
+        except MembersUnknown as exc:
+            log.warning("sales channel membership of %s unknown: %s", user, exc)
+            return Access.UNVERIFIED
+        return Access.GRANTED if member else Access.DENIED
+
+    async def _handoff_refusal(self, user: str, action: str, target: str | None) -> str | None:
+        """Why ``user`` may not do a handoff action (audited), or ``None`` when they may."""
+        verdict = await self.access(user)
+        if verdict is Access.GRANTED:
+            return None
+        await self.desk.record_refusal(f"{CHANNEL}:{user}", action, target, verdict)
+        return _HANDOFF_REFUSED[verdict]
 
     # -- listeners: acknowledge, then work in the background ---------------------------------------
 
@@ -378,16 +471,9 @@ class SlackChannel:
         if self.handoffs is None or not value.isdigit():
             return
         try:
-            if kind == "claim":
-                result = await self.handoffs.claim(int(value), user, await self._user_name(user))
-                notice = None
-                if not result.won:
-                    notice = result.problem or (
-                        f"{result.holder_name} already has this conversation."
-                    )
-            else:
-                released = await self.handoffs.release(user, int(value))
-                notice = None if released.released else released.message
+            notice = await self._handoff_refusal(user, f"handoff_{kind}", f"handoff:{value}")
+            if notice is None:
+                notice = await self._press(kind, int(value), user)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -399,6 +485,17 @@ class SlackChannel:
             except ChannelError:
                 log.exception("handoff notice not delivered")
 
+    async def _press(self, kind: str, handoff_id: int, user: str) -> str | None:
+        """Claim or release for a rep allowed to; what to tell them when it did not happen."""
+        assert self.handoffs is not None
+        if kind == "claim":
+            result = await self.handoffs.claim(handoff_id, user, await self._user_name(user))
+            if result.won:
+                return None
+            return result.problem or f"{result.holder_name} already has this conversation."
+        released = await self.handoffs.release(user, handoff_id)
+        return None if released.released else released.message
+
     async def _relay(
         self, event: dict[str, Any], event_id: Any, thread: str, bot: BotIdentity | None
     ) -> None:
@@ -408,6 +505,11 @@ class SlackChannel:
         self._relay_locks[thread] = (lock, users + 1)
         try:
             async with lock:
+                # Checked in turn, so a rep's messages still reach the customer in order.
+                refused = await self._handoff_refusal(user, "handoff_relay", f"card:{thread}")
+                if refused is not None:
+                    await self._apologise_to(channel, user, refused)
+                    return
                 result = await self.handoffs.relay_from_rep(
                     channel,
                     thread,
@@ -544,7 +646,7 @@ class SlackChannel:
                 # "help" stays the desk's list; "/esoteric admin help" is the admins' one.
                 reply = await self.admin.run_text(actor, text)
             else:
-                reply = await self.desk.run(text, actor=actor)
+                reply = await self.desk.run(text, actor=actor, access=self.lead_access)
                 if first == "help":
                     reply = Reply(
                         reply.text
@@ -567,6 +669,10 @@ class SlackChannel:
         if len(args) > 1 or (args and not args[0].lstrip("#").isdigit()):
             return Reply(f"Usage: {COMMAND} release [ID]")
         handoff_id = int(args[0].lstrip("#")) if args else None
+        target = f"handoff:{handoff_id}" if handoff_id is not None else None
+        refused = await self._handoff_refusal(user, "handoff_release", target)
+        if refused is not None:
+            return Reply(refused)
         return Reply((await self.handoffs.release(user, handoff_id)).message)
 
     # -- outbound port -----------------------------------------------------------------------------

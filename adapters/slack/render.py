@@ -27,6 +27,7 @@ ACTION_PATTERN = r"^esoteric_(desk|choice)_\d+$"
 _BOLD = re.compile(r"\*\*(.+?)\*\*", re.DOTALL)
 _BULLET = re.compile(r"^(\s*)[-*] ", re.MULTILINE)
 _ENTITY_TAIL = re.compile(r"&[a-z]{0,3}$")
+_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 
 
 def escape(text: str) -> str:
@@ -170,7 +171,12 @@ _STATUS = {
 
 def lead_card(card: LeadCard) -> SlackMessage:
     """A lead card: who, the loan, the latest messages, and a Claim or Release button."""
-    who = f"<@{card.assigned_to}>" if card.assigned_to else escape(card.assigned_name or "-")
+    # The claiming rep as a mention when the id is a Slack user id (it comes from Slack);
+    # anything else is shown, escaped, as text.
+    if card.assigned_to and _USER_ID.fullmatch(card.assigned_to):
+        who = f"<@{card.assigned_to}>"
+    else:
+        who = escape(card.assigned_name or card.assigned_to or "-")
     headline = _HEADLINES.get(card.reason, "Handoff")
     summary = f"*{escape(card.customer)}* on {escape(card.customer_channel.title())}"
     if card.phone:
@@ -228,5 +234,7 @@ def lead_card(card: LeadCard) -> SlackMessage:
                 ],
             }
         )
-    fallback = f"{headline}: {card.customer} ({card.product or 'no product yet'})"
+    # The fallback is mrkdwn too (notifications read it): a customer called "<!channel>" must
+    # not ping the channel.
+    fallback = f"{headline}: {escape(card.customer)} ({escape(card.product or 'no product yet')})"
     return SlackMessage(_fallback(fallback), blocks)

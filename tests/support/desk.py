@@ -68,6 +68,8 @@ def slack_stand_in_users(server: SlackStandIn) -> None:
     server.add_user(REP_A, REP_A_NAME)
     server.add_user(REP_B, REP_B_NAME)
     server.add_user(SLACK_ADMIN, SLACK_ADMIN_NAME)
+    # The reps are the sales team: members of the sales channel. The admin is not.
+    server.set_members(SALES, [REP_A, REP_B])
 
 
 @dataclass
@@ -191,6 +193,8 @@ class Desk:
             user_id=user,
             channel_id=SALES,
             response_url=self.slack_api.response_url("cmd"),
+            # Slack gives every invocation its own trigger id (the same body twice is a replay).
+            trigger_id=f"7012345678901.1234567890123.{next(_serial):032x}",
         )
         before = len(self.slack_api.responses)
         await self._post(urlencode(fields).encode(), "application/x-www-form-urlencoded")

@@ -7,6 +7,7 @@ Responses follow the shapes in /work/shared/payloads/slack (``resp_*.json``)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import Callable
@@ -47,6 +48,10 @@ class SlackStandIn:
         self.acks: list[dict[str, Any]] = []  # Socket Mode envelopes acknowledged
         self.users: dict[str, dict[str, Any]] = {}
         self.messages: list[dict[str, Any]] = []  # what conversations.replies can see
+        # Channel id -> its members' user ids, in Slack's order (conversations.members).
+        self.members: dict[str, list[str]] = {}
+        # The most members one conversations.members page returns, whatever limit is asked.
+        self.members_page_size = 1000
         self._failures: dict[str, list[_Failure]] = {}
         self._holds: dict[str, asyncio.Event] = {}
         self._changed = asyncio.Condition()
@@ -93,6 +98,12 @@ class SlackStandIn:
     def fail(self, method: str, error: str, times: int = 1) -> None:
         self._failures.setdefault(method, []).extend(
             _Failure(200, {"ok": False, "error": error}, {}) for _ in range(times)
+        )
+
+    def outage(self, method: str, times: int = 1) -> None:
+        """Slack is down for ``method``: HTTP 503, as in an outage."""
+        self._failures.setdefault(method, []).extend(
+            _Failure(503, {"ok": False, "error": "service_unavailable"}, {}) for _ in range(times)
         )
 
     def hold(self, method: str) -> asyncio.Event:
@@ -244,6 +255,41 @@ class SlackStandIn:
             "real_name": display_name,
             "is_bot": False,
             "profile": {"display_name": display_name, "real_name": display_name},
+        }
+
+    def set_members(self, channel: str, users: list[str]) -> None:
+        self.members[channel] = list(users)
+
+    def add_member(self, channel: str, user: str) -> None:
+        self.members.setdefault(channel, [])
+        if user not in self.members[channel]:
+            self.members[channel].append(user)
+
+    def remove_member(self, channel: str, user: str) -> None:
+        if user in self.members.get(channel, []):
+            self.members[channel].remove(user)
+
+    def _m_conversations_members(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Slack's cursor pagination: an opaque ``next_cursor`` in ``response_metadata``,
+        empty on the last page; ``limit`` defaults to 100 and is at most 1000."""
+        members = self.members.get(str(params.get("channel", "")))
+        if members is None:
+            return {"ok": False, "error": "channel_not_found"}
+        try:
+            limit = int(params.get("limit") or 100)
+            cursor = str(params.get("cursor") or "")
+            start = int(base64.b64decode(cursor).decode().removeprefix("offset:")) if cursor else 0
+        except ValueError:
+            return {"ok": False, "error": "invalid_cursor"}
+        if not 1 <= limit <= 1000:
+            return {"ok": False, "error": "invalid_limit"}
+        end = start + min(limit, self.members_page_size)
+        more = end < len(members)
+        next_cursor = base64.b64encode(f"offset:{end}".encode()).decode() if more else ""
+        return {
+            "ok": True,
+            "members": members[start:end],
+            "response_metadata": {"next_cursor": next_cursor},
         }
 
     def add_message(self, channel: str, ts: str, user: str, thread_ts: str | None = None) -> None:

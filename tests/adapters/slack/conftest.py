@@ -26,6 +26,11 @@ from tests.support.slack_server import PAYLOADS, SlackStandIn, sample
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # the fake signing secret of the payload samples
 BOT_TOKEN = "xoxb-0000-test-token"
 APP_TOKEN = "xapp-1-test-token"
+# The sales team: the sample payloads' user is a member of the sales channel; the admin is not.
+SALES = "C0SALES0001"
+REP = "U0HUMAN001"
+ADMIN = "U0ADMIN001"
+OUTSIDER = "U0OUTSIDE01"  # in the workspace, not in the sales channel, not an admin
 
 
 def sign(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> dict[str, str]:
@@ -75,7 +80,10 @@ class SlackClient:
 async def slack_api() -> AsyncIterator[SlackStandIn]:
     server = SlackStandIn()
     await server.start()
-    server.add_user("U0HUMAN001", "Asha Rao")
+    server.add_user(REP, "Asha Rao")
+    server.add_user(ADMIN, "Meera Iyer")
+    server.add_user(OUTSIDER, "Olu Outsider")
+    server.set_members(SALES, [REP])
     try:
         yield server
     finally:
@@ -89,6 +97,8 @@ async def runtime(tmp_path: Path, slack_api: SlackStandIn) -> AsyncIterator[Runt
         slack_bot_token=BOT_TOKEN,
         slack_signing_secret=SECRET,
         slack_api_url=slack_api.api_url,
+        slack_sales_channel=SALES,
+        admins=f"slack:{ADMIN}",
     )
     async with open_runtime(settings, scheduler=False) as rt:
         yield rt
@@ -122,4 +132,15 @@ async def stored_messages(runtime: Runtime, **where: Any) -> int:
         return int(await session.scalar(query) or 0)
 
 
-__all__ = ["PAYLOADS", "SECRET", "SlackClient", "event", "sign", "stored_messages"]
+__all__ = [
+    "ADMIN",
+    "OUTSIDER",
+    "PAYLOADS",
+    "REP",
+    "SALES",
+    "SECRET",
+    "SlackClient",
+    "event",
+    "sign",
+    "stored_messages",
+]
