@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from importlib import resources
 from typing import Any
 
@@ -50,6 +51,42 @@ class _HttpMetricsMiddleware:
             self.metrics.http_requests.labels(scope["method"], route, str(status)).inc()
 
 
+# /ready needs no key, so what it says is public: a part's state in a few plain words ("webhook",
+# "12 chunks", "socket mode disconnected") and never a path, an id or an exception's text, which
+# go to the log instead. A detail passes only if every word is a plain lower-case word, a count,
+# or one of a few names; anything else becomes "ok" or "unavailable", plus the settings it names.
+_PLAIN_WORD = re.compile(r"^\(?(?:[a-z]+(?:-[a-z]+)*|\d+)\)?[,;:]?$")
+_KNOWN_WORDS = frozenset({"HTTP", "WebSocket(s)", "Redis", "Postgres", "SQLite", "Chroma"})
+_SETTING = re.compile(r"\b(?:ESOTERIC|SLACK|TELEGRAM|GROQ)_[A-Z0-9_]*[A-Z0-9]\b|\bDATABASE_URL\b")
+_DETAIL_WORDS = 8
+
+
+def public_detail(ok: bool, detail: str | None) -> str:
+    """What /ready may show of a part's ``detail``."""
+    words = (detail or "").split()
+    if 0 < len(words) <= _DETAIL_WORDS and all(
+        _PLAIN_WORD.match(w) or w in _KNOWN_WORDS for w in words
+    ):
+        return " ".join(words)
+    generic = "ok" if ok else "unavailable"
+    settings = list(dict.fromkeys(_SETTING.findall(detail or "")))[:3]
+    return f"{generic}; check {', '.join(settings)}" if settings else generic
+
+
+class _ReadinessLog:
+    """Logs each part's full detail when it changes (not on every probe), for the operator."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[bool, str | None]] = {}
+
+    def note(self, part: str, ok: bool, detail: str | None) -> None:
+        if self._last.get(part) == (ok, detail):
+            return
+        self._last[part] = (ok, detail)
+        level = logging.INFO if ok else logging.WARNING
+        log.log(level, "readiness of %s: %s (%s)", part, "ok" if ok else "not ok", detail)
+
+
 def chat_page(page_key: str | None) -> str:
     """The chat page, with the public page key (if any) in a meta tag for its script."""
     page = resources.files("bot").joinpath("static/index.html").read_text("utf-8")
@@ -63,6 +100,7 @@ def create_app(runtime: Runtime, channels: list[ChannelAdapter]) -> FastAPI:
     app.state.runtime = runtime
     app.state.channels = channels
     metrics = app.state.metrics = Metrics(runtime.service, runtime.db)
+    readiness_log = _ReadinessLog()
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
@@ -97,31 +135,35 @@ def create_app(runtime: Runtime, channels: list[ChannelAdapter]) -> FastAPI:
     )
     async def ready() -> Any:
         checks: dict[str, dict[str, Any]] = {}
+
+        def report(part: str, ok: bool, detail: str | None) -> dict[str, Any]:
+            readiness_log.note(part, ok, detail)
+            return {"ok": ok, "detail": public_detail(ok, detail)}
+
         try:
             await ping(runtime.db)
             checks["database"] = {"ok": True}
         except Exception as exc:  # /ready reports any failure rather than raising it
-            checks["database"] = {"ok": False, "detail": type(exc).__name__}
+            checks["database"] = report("database", False, repr(exc))
         for channel in channels:
             try:
                 ok, detail = await channel.check()
             except Exception as exc:  # a broken check is a not-ready channel, not a 500
-                ok, detail = False, type(exc).__name__
-            checks[channel.name] = {"ok": ok, "detail": detail}
+                ok, detail = False, repr(exc)
+            checks[channel.name] = report(channel.name, ok, detail)
         all_ok = all(c["ok"] for c in checks.values())
         # Reported, but not failing readiness: without it the bot still serves, unretrieved.
         if runtime.knowledge is None:
             checks["knowledge"] = {
-                "ok": False,
-                "detail": runtime.knowledge_problem,
+                **report("knowledge", False, runtime.knowledge_problem),
                 "degraded": True,
             }
         else:
             try:
                 ok, detail = await runtime.knowledge.check()
             except Exception as exc:  # as for channels: reported, never raised
-                ok, detail = False, type(exc).__name__
-            checks["knowledge"] = {"ok": ok, "detail": detail, "degraded": not ok}
+                ok, detail = False, repr(exc)
+            checks["knowledge"] = {**report("knowledge", ok, detail), "degraded": not ok}
         return JSONResponse({"ready": all_ok, "checks": checks}, status_code=200 if all_ok else 503)
 
     @app.get(

@@ -51,6 +51,9 @@ def build_web(runtime: Runtime) -> ChannelAdapter | None:
         rate_limit_per_minute=settings.rate_limit_per_minute,
         max_body_bytes=settings.max_body_bytes,
         page_key=settings.web_chat_key.get_secret_value() if settings.web_chat_key else None,
+        page_key_per_minute=settings.web_chat_key_per_minute,
+        page_session_per_minute=settings.web_chat_session_per_minute,
+        page_address_per_minute=settings.web_chat_ip_per_minute,
     )
     # Rate limits and the sockets' fan-out span every process through Redis when it is set.
     limits = RateLimits(settings.redis_url)

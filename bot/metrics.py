@@ -1,12 +1,16 @@
 """Prometheus metrics for one app, in its own registry (never the process-wide default).
 
 The core keeps plain counters (``ConversationService.counters``); at each scrape they are read
-into Prometheus metrics, and the store is asked how many sessions are open."""
+into Prometheus metrics. How many sessions are open is a query (a GROUP BY over conversations),
+so it runs at most every ``OPEN_SESSIONS_EVERY`` seconds however often /metrics, which needs
+no key, is scraped."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -22,6 +26,9 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
+# Seconds the open-sessions gauge is reused between database reads (Prometheus scrapes every
+# 15 to 60 s; a flood of scrapes gets the same figure).
+OPEN_SESSIONS_EVERY = 15.0
 
 
 class _ServiceCollector(Collector):
@@ -63,9 +70,21 @@ class _ServiceCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, service: ConversationService, db: Database) -> None:
+    def __init__(
+        self,
+        service: ConversationService,
+        db: Database,
+        *,
+        open_sessions_every: float = OPEN_SESSIONS_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.service = service
         self.db = db
+        self.open_sessions_every = open_sessions_every
+        self._clock = clock
+        self._open_sessions_read_at: float | None = None
+        # Concurrent scrapes wait for the one read in flight rather than each starting one.
+        self._open_sessions_lock = asyncio.Lock()
         self.registry = CollectorRegistry(auto_describe=True)
         self.open_sessions: dict[str, int] = {}
         self.turn_latency = Histogram(
@@ -91,11 +110,18 @@ class Metrics:
     async def refresh(self) -> None:
         """Bring the figures that need awaiting (the store) or draining up to date."""
         self._drain_latencies()
-        try:
-            self.open_sessions = await self.db.run(open_conversations)
-        except StoreError:
-            self.store_errors.inc()
-            log.warning("metrics could not read open sessions from the store")
+        async with self._open_sessions_lock:
+            read_at = self._open_sessions_read_at
+            now = self._clock()
+            if read_at is not None and now - read_at < self.open_sessions_every:
+                return
+            # Set before the read: a failing database is not asked again on every scrape either.
+            self._open_sessions_read_at = now
+            try:
+                self.open_sessions = await self.db.run(open_conversations)
+            except StoreError:
+                self.store_errors.inc()
+                log.warning("metrics could not read open sessions from the store")
 
     def _drain_latencies(self) -> None:
         # The core keeps the latest latencies in a bounded deque; observe only the new ones.

@@ -79,22 +79,48 @@ def find_session(session: Session, session_id: str) -> SessionRecord | None:
 
 
 def end_session(session: Session, session_id: str, channel: str, now: datetime) -> bool:
-    """End the session and close its open conversation. ``False`` if it had ended already."""
+    """End the session for good. ``False`` if it had ended already.
+
+    The core refuses a chat's messages when the chat's latest conversation was closed with
+    reason "ended" (``ChatEnded``): that is what makes the end hold in every process, whatever
+    a process may still have cached. So the open conversation is closed "ended"; one that had
+    already closed (idle, reset) is marked "ended" too; and a session that never had one gets
+    an empty conversation closed "ended", so a late message cannot start one."""
     conn = session.connection()
     ended = conn.execute(
         update(ApiSession)
         .where(ApiSession.id == session_id, ApiSession.ended_at.is_(None))
         .values(ended_at=now)
     )
+    of_session = (Conversation.channel == channel, Conversation.chat_key == session_id)
     conn.execute(
         update(Conversation)
-        .where(
-            Conversation.channel == channel,
-            Conversation.chat_key == session_id,
-            Conversation.status != ConversationStatus.CLOSED,
-        )
+        .where(*of_session, Conversation.status != ConversationStatus.CLOSED)
         .values(status=ConversationStatus.CLOSED, closed_at=now, close_reason="ended")
     )
+    latest = conn.execute(select(func.max(Conversation.id)).where(*of_session)).scalar()
+    if latest is None:
+        conn.execute(
+            insert(Conversation).values(
+                channel=channel,
+                chat_key=session_id,
+                thread="",
+                user_id=None,
+                status=ConversationStatus.CLOSED,
+                started_at=now,
+                last_activity_at=now,
+                closed_at=now,
+                close_reason="ended",
+                state={},
+                paused=False,
+            )
+        )
+    else:
+        conn.execute(
+            update(Conversation)
+            .where(Conversation.id == latest, Conversation.close_reason.is_distinct_from("ended"))
+            .values(close_reason="ended")
+        )
     return bool(getattr(ended, "rowcount", 0))
 
 

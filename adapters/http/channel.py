@@ -14,12 +14,13 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from core.conversation import ConversationService, TurnOutcome
+from core.errors import ChatEnded, StoreUnavailable
 from core.fanout import FanOut, LocalFanOut, Subscription
 from core.knowledge.types import Hit
 from core.messages import Inbound, Reply, Target, parse_command, utcnow
@@ -35,6 +36,7 @@ from core.sessions import (
 )
 from core.store.database import Database
 
+from .limits import WebLimits
 from .models import reply_frame
 from .security import ApiKeys
 
@@ -45,15 +47,24 @@ SESSION_CACHE_TTL = 30.0
 SESSION_CACHE_SIZE = 10_000
 # Streamed text is sent to sockets at most this often (seconds), gathered in between.
 STREAM_INTERVAL = 0.1
+# The error code, and the WebSocket close code (HTTP's 410 Gone), of a session that has ended.
+SESSION_ENDED = "session_ended"
+CLOSE_GONE = 4410
 
 
 @dataclass(frozen=True)
 class WebConfig:
-    api_keys: tuple[str, ...]
+    # Secrets, kept out of the repr (and so out of logs and tracebacks).
+    api_keys: tuple[str, ...] = field(repr=False)
     rate_limit_per_minute: int = 120
     max_body_bytes: int = 65_536
     # The key the chat page embeds for visitors (one of api_keys), or None: the page asks.
-    page_key: str | None = None
+    page_key: str | None = field(default=None, repr=False)
+    # The page key is public and shared by every visitor: a budget of its own, and limits per
+    # chat session (messages) and per client address (every request) on top of it.
+    page_key_per_minute: int = 600
+    page_session_per_minute: int = 20
+    page_address_per_minute: int = 60
     # How long a WebSocket may stay open without presenting a key (browsers send it first).
     auth_timeout: float = 10.0
     # How long stop() waits for turns in flight before closing sockets anyway.
@@ -77,24 +88,43 @@ def _result(outcome: TurnOutcome, duplicate: bool) -> ChatResult:
     return ChatResult(outcome.reply, outcome.reply_id, duplicate, outcome.status)
 
 
+def ends_session(frame: dict[str, Any]) -> bool:
+    """The frame that tells a session's sockets it has ended (published by whichever process
+    ended it): each socket sends it on and closes."""
+    return frame.get("type") == "error" and frame.get("code") == SESSION_ENDED
+
+
+def ended_frame() -> dict[str, Any]:
+    return {"type": "error", "code": SESSION_ENDED, "detail": ENDED}
+
+
 class Socket:
     """One open WebSocket. Frames queue up and one writer sends them in order (deltas, typing
     and errors of concurrent turns never interleave), so a slow browser never holds up the
-    fan-out that feeds every socket of this process. A client that reads nothing is dropped."""
+    fan-out that feeds every socket of this process. A client that reads nothing is dropped.
+    After the session-ended frame the writer closes the socket with ``CLOSE_GONE``."""
 
     MAX_QUEUED = 1000
 
-    def __init__(self, send_json: Callable[[dict[str, Any]], Any]) -> None:
+    def __init__(
+        self,
+        send_json: Callable[[dict[str, Any]], Any],
+        close: Callable[[int, str], Awaitable[None]] | None = None,
+    ) -> None:
         self._send_json = send_json
+        self._close_socket = close
+        self.ended = False
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write(), name="websocket-writer")
         self.alive = True
         self.subscription: Subscription | None = None
 
     async def send(self, frame: dict[str, Any]) -> None:
-        if not self.alive:
+        if not self.alive or self.ended:
             return
-        if self._queue.qsize() >= self.MAX_QUEUED:
+        if ends_session(frame):
+            self.ended = True  # nothing after it: the socket closes once it is sent
+        elif self._queue.qsize() >= self.MAX_QUEUED:
             self.alive = False
             return
         self._queue.put_nowait(frame)
@@ -106,6 +136,11 @@ class Socket:
                 return
             try:
                 await self._send_json(frame)
+                if ends_session(frame):
+                    self.alive = False
+                    if self._close_socket is not None:
+                        await self._close_socket(CLOSE_GONE, SESSION_ENDED)
+                    return
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -159,6 +194,14 @@ class WebChannel:
         self.keys = ApiKeys(config.api_keys)
         # Shared by every process when backed by Redis (one limit per key, not per process).
         self.limits = limits or RateLimits()
+        self.web_limits = WebLimits(
+            self.limits,
+            key_per_minute=config.rate_limit_per_minute,
+            page_key=config.page_key,
+            page_key_per_minute=config.page_key_per_minute,
+            session_per_minute=config.page_session_per_minute,
+            address_per_minute=config.page_address_per_minute,
+        )
         # A reply produced in any process reaches the sockets open in this one.
         self.fanout = fanout or LocalFanOut()
         self._sockets: dict[str, set[Socket]] = {}
@@ -262,9 +305,20 @@ class WebChannel:
         return await self.db.run(session_view, record, CHANNEL)
 
     async def end(self, record: SessionRecord) -> None:
+        """End the session for good: the core refuses its messages from now on (in every
+        process), and every socket of it, in whichever process holds it, is told and closed."""
         self._session_cache.pop(record.id, None)
         await self.db.run(end_session, record.id, CHANNEL, self.clock())
-        await self._fan_out(record.id, {"type": "error", "code": "session_ended", "detail": ENDED})
+        await self._fan_out(record.id, ended_frame())
+
+    async def _ended_elsewhere(self, session_id: str) -> None:
+        # The core refused a message: the session was ended by a process whose frame never
+        # reached us (or not yet). Forget it here and close its sockets everywhere.
+        self._session_cache.pop(session_id, None)
+        try:
+            await self._fan_out(session_id, ended_frame())
+        except StoreUnavailable:
+            log.warning("could not tell the sockets of an ended session", exc_info=True)
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -293,7 +347,11 @@ class WebChannel:
         return await asyncio.shield(task)
 
     async def _converse(self, inbound: Inbound) -> ChatResult:
-        accepted = await self.service.accept(inbound, expect=True)
+        try:
+            accepted = await self.service.accept(inbound, expect=True)
+        except ChatEnded:
+            await self._ended_elsewhere(inbound.chat_key)
+            raise
         if accepted is not None:
             assert accepted.outcome is not None
             return _result(await accepted.outcome, duplicate=False)
@@ -305,7 +363,13 @@ class WebChannel:
         return _result(await self.service.outcome_of(original.message_id), duplicate=True)
 
     async def subscribe(self, session_id: str, socket: Socket) -> None:
-        socket.subscription = await self.fanout.subscribe(topic(session_id), socket.send)
+        async def deliver(frame: dict[str, Any]) -> None:
+            if ends_session(frame):
+                # Ended by another process: this one's cached record is stale.
+                self._session_cache.pop(session_id, None)
+            await socket.send(frame)
+
+        socket.subscription = await self.fanout.subscribe(topic(session_id), deliver)
         self._sockets.setdefault(session_id, set()).add(socket)
 
     async def unsubscribe(self, session_id: str, socket: Socket) -> None:

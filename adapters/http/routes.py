@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, WebSocket
@@ -13,12 +13,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from core import logcontext
-from core.errors import StoreUnavailable
+from core.errors import ChatEnded, StoreUnavailable
 from core.messages import MAX_TEXT_CHARS
 from core.sessions import SessionRecord
 from core.store.models import MessageStatus
 
-from .channel import ChatResult, KnowledgeMissing, ShuttingDown, Socket, WebChannel, session_tag
+from .channel import (
+    CLOSE_GONE,
+    SESSION_ENDED,
+    ChatResult,
+    KnowledgeMissing,
+    ShuttingDown,
+    Socket,
+    WebChannel,
+    session_tag,
+)
+from .limits import Limited
 from .models import (
     CLIENT_ID_PATTERN,
     SESSION_ID_PATTERN,
@@ -44,7 +54,10 @@ PREFIX = "/api/v1"
 # Close codes in the 4000 range mirror the HTTP statuses a REST client would get.
 WS_UNAUTHORIZED = 4401
 WS_NOT_FOUND = 4404
-WS_GONE = 4410
+WS_GONE = CLOSE_GONE
+WS_TOO_MANY = 4429
+# How much of a client's own text an error frame may quote back.
+DETAIL_CHARS = 200
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 _bearer = HTTPBearer(auto_error=False)
@@ -54,7 +67,11 @@ SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="from PO
 _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "missing or unknown API key"},
     413: {"model": ErrorOut, "description": "request body too large"},
-    429: {"model": ErrorOut, "description": "rate limit reached; see Retry-After"},
+    429: {
+        "model": ErrorOut,
+        "description": "a rate limit reached (the detail names it: key, session or address); "
+        "see Retry-After",
+    },
 }
 _SESSION_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "no such session for this API key"},
@@ -71,8 +88,23 @@ class WsMessageIn(BaseModel):
     client_message_id: str | None = Field(default=None, pattern=CLIENT_ID_PATTERN)
 
 
+class WsAuthIn(BaseModel):
+    """A browser's first frame. Parsed by pydantic, whose JSON parser bounds nesting (the
+    standard library's recursed until RecursionError on a deeply nested frame)."""
+
+    api_key: str = Field(min_length=1, max_length=1024)
+
+
 def _unavailable(detail: str, retry_after: int = 5) -> HTTPException:
     return HTTPException(503, detail, headers={"Retry-After": str(retry_after)})
+
+
+def _too_many(limited: Limited) -> HTTPException:
+    return HTTPException(429, limited.detail, headers={"Retry-After": str(limited.retry_after)})
+
+
+def _ended() -> HTTPException:
+    return HTTPException(409, "this session has ended; start a new one")
 
 
 def build_router(channel: WebChannel) -> APIRouter:
@@ -91,14 +123,10 @@ def build_router(channel: WebChannel) -> APIRouter:
                 "missing or unknown API key: send it as X-API-Key or Authorization: Bearer",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        wait = await channel.limits.take("api-key", owner, channel.config.rate_limit_per_minute)
-        if wait:
-            raise HTTPException(
-                429,
-                f"rate limit of {channel.config.rate_limit_per_minute} requests a minute "
-                f"reached; retry in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
+        host = request.client.host if request.client else None
+        limited = await channel.web_limits.request(owner, host)
+        if limited is not None:
+            raise _too_many(limited)
         return owner
 
     # A default rather than an Annotated alias: annotations are strings here, and FastAPI
@@ -179,12 +207,18 @@ def build_router(channel: WebChannel) -> APIRouter:
     async def chat(body: ChatIn, owner: str = owner_dependency) -> ChatOut:
         record = await owned(body.session_id, owner)
         if record.ended_at is not None:
-            raise HTTPException(409, "this session has ended; start a new one")
+            raise _ended()
+        limited = await channel.web_limits.rest_message(owner, record.id)
+        if limited is not None:
+            raise _too_many(limited)
         inbound = channel.inbound(record.id, body.message, body.client_message_id)
         try:
             result = await _store(channel.converse(inbound))
         except ShuttingDown:
             raise _unavailable("the server is restarting; send the message again") from None
+        except ChatEnded:
+            # Ended by another process a moment ago: the core refused the message.
+            raise _ended() from None
         if result.status == MessageStatus.FAILED:
             raise HTTPException(500, "the bot could not answer this message; send it again")
         return _chat_out(record.id, result)
@@ -244,10 +278,17 @@ def _chat_out(session_id: str, result: ChatResult) -> ChatOut:
 
 # -- WebSocket --------------------------------------------------------------------------------
 
+KEY_FRAME = 'send the key in the X-API-Key header, or as the first frame {"api_key": "..."}'
+
+
+class _BadKeyFrame(Exception):
+    """The first frame was not ``{"api_key": "..."}``."""
+
 
 async def _authenticate_socket(channel: WebChannel, websocket: WebSocket) -> str | None:
     """Headers for programs; browsers, which cannot set headers on a WebSocket, send
-    ``{"api_key": ...}`` as their first frame instead (never in the URL, which gets logged)."""
+    ``{"api_key": ...}`` as their first frame instead (never in the URL, which gets logged).
+    ``None`` for an unknown key; ``_BadKeyFrame`` for a first frame that is not a key frame."""
     in_headers = presented_key(
         websocket.headers.get("x-api-key"), websocket.headers.get("authorization")
     )
@@ -255,11 +296,21 @@ async def _authenticate_socket(channel: WebChannel, websocket: WebSocket) -> str
         return channel.keys.match(in_headers)
     try:
         async with asyncio.timeout(channel.config.auth_timeout):
-            first = await websocket.receive_text()
-        key = json.loads(first).get("api_key")
-    except (TimeoutError, ValueError, AttributeError, KeyError):
-        return None
-    return channel.keys.match(key) if isinstance(key, str) else None
+            event = await websocket.receive()
+    except TimeoutError:
+        raise _BadKeyFrame("no key within the time allowed") from None
+    if event["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(event.get("code", 1000), event.get("reason"))
+    raw = event.get("text")
+    if raw is None:
+        raise _BadKeyFrame("the key frame must be a text frame")
+    if len(raw) > channel.config.max_body_bytes:
+        raise _BadKeyFrame("the key frame is too large")
+    try:
+        frame = WsAuthIn.model_validate_json(raw)
+    except (ValueError, RecursionError):  # pydantic's ValidationError is a ValueError
+        raise _BadKeyFrame("the first frame is not a key frame") from None
+    return channel.keys.match(frame.api_key)
 
 
 async def _close(websocket: WebSocket, code: int, error: str, detail: str) -> None:
@@ -268,26 +319,39 @@ async def _close(websocket: WebSocket, code: int, error: str, detail: str) -> No
         await websocket.close(code=code, reason=error)
 
 
+def _client_host(websocket: WebSocket) -> str | None:
+    return websocket.client.host if websocket.client else None
+
+
 async def _serve_socket(channel: WebChannel, websocket: WebSocket, session_id: str) -> None:
     await websocket.accept()
     try:
-        owner = await _authenticate_socket(channel, websocket)
+        try:
+            owner = await _authenticate_socket(channel, websocket)
+        except _BadKeyFrame as exc:
+            await _close(websocket, WS_UNAUTHORIZED, "unauthorized", f"{exc}: {KEY_FRAME}")
+            return
         if owner is None:
             await _close(websocket, WS_UNAUTHORIZED, "unauthorized", "missing or unknown API key")
             return
+        host = _client_host(websocket)
         try:
-            record = await channel.owned_session(session_id, owner)
+            limited = await channel.web_limits.connection(owner, host)
+            record = await channel.owned_session(session_id, owner) if limited is None else None
         except StoreUnavailable:
             await _close(websocket, 1013, "unavailable", "the database is busy; reconnect soon")
+            return
+        if limited is not None:
+            await _close_limited(websocket, limited)
             return
         if record is None:
             await _close(websocket, WS_NOT_FOUND, "not_found", "no such session for this key")
             return
         if record.ended_at is not None:
-            await _close(websocket, WS_GONE, "session_ended", "this session has ended")
+            await _close(websocket, WS_GONE, SESSION_ENDED, "this session has ended")
             return
         logcontext.conversation_id.set(session_tag(session_id))
-        socket = Socket(websocket.send_json)
+        socket = Socket(websocket.send_json, _closer(websocket))
         try:
             await channel.subscribe(session_id, socket)
             await socket.send({"type": "ready", "session_id": session_id})
@@ -299,11 +363,26 @@ async def _serve_socket(channel: WebChannel, websocket: WebSocket, session_id: s
         return
 
 
+def _closer(websocket: WebSocket) -> Callable[[int, str], Awaitable[None]]:
+    async def close(code: int, reason: str) -> None:
+        if websocket.application_state == WebSocketState.CONNECTED:
+            await websocket.close(code=code, reason=reason)
+
+    return close
+
+
+async def _close_limited(websocket: WebSocket, limited: Limited) -> None:
+    if websocket.client_state == WebSocketState.CONNECTED:
+        await websocket.send_json(_limited_frame(limited))
+        await websocket.close(code=WS_TOO_MANY, reason="rate_limited")
+
+
 async def _receive_loop(
     channel: WebChannel, websocket: WebSocket, socket: Socket, session_id: str, owner: str
 ) -> None:
     limit = channel.config.max_body_bytes
-    while True:
+    host = _client_host(websocket)
+    while not socket.ended:
         event = await websocket.receive()
         if event["type"] == "websocket.disconnect":
             return
@@ -312,7 +391,7 @@ async def _receive_loop(
             raw = event["bytes"].decode("utf-8", errors="replace")
         if raw is None:
             continue
-        if len(raw.encode("utf-8")) > limit:
+        if len(raw.encode("utf-8", errors="replace")) > limit:
             await socket.send(_error("too_large", f"frames are limited to {limit} bytes"))
             continue
         try:
@@ -320,14 +399,16 @@ async def _receive_loop(
         except ValidationError as exc:
             await socket.send(_error("invalid", _first_problem(exc)))
             continue
-        wait = await channel.limits.take("api-key", owner, channel.config.rate_limit_per_minute)
-        if wait:
-            await socket.send(
-                {
-                    **_error("rate_limited", f"too many messages; retry in {wait} s"),
-                    "retry_after": wait,
-                }
-            )
+        except (ValueError, RecursionError):
+            await socket.send(_error("invalid", 'frame: not a message (send {"message": "..."})'))
+            continue
+        try:
+            limited = await channel.web_limits.socket_message(owner, host, session_id)
+        except StoreUnavailable:
+            await socket.send(_error("unavailable", "busy; send it again shortly"))
+            continue
+        if limited is not None:
+            await socket.send(_limited_frame(limited))
             continue
         if not channel.accepting:
             await socket.send(_error("shutting_down", "the server is restarting; send it again"))
@@ -347,6 +428,10 @@ async def _socket_turn(
         result = await channel.converse(inbound)
     except ShuttingDown:
         await socket.send(_error("shutting_down", "the server is restarting; send it again"))
+        return
+    except ChatEnded:
+        # Ended by another process: the core refused the message. The frame closes the socket.
+        await socket.send(_error(SESSION_ENDED, "this session has ended"))
         return
     except StoreUnavailable:
         await socket.send(_error("unavailable", "the database is busy; send it again shortly"))
@@ -368,7 +453,20 @@ def _error(code: str, detail: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "detail": detail}
 
 
+def _limited_frame(limited: Limited) -> dict[str, Any]:
+    return {
+        **_error("rate_limited", limited.detail),
+        "limit": limited.limit,
+        "retry_after": limited.retry_after,
+    }
+
+
 def _first_problem(exc: ValidationError) -> str:
-    problem = exc.errors()[0]
+    problems = exc.errors()
+    if not problems:
+        return 'frame: invalid (send {"message": "..."})'
+    problem = problems[0]
     where = ".".join(str(p) for p in problem.get("loc", ())) or "frame"
-    return f'{where}: {problem.get("msg", "invalid")} (send {{"message": "..."}})'
+    detail = f"{where}: {problem.get('msg', 'invalid')}"
+    # The location may be a key the client made up: never echo much of it back.
+    return f'{detail[:DETAIL_CHARS]} (send {{"message": "..."}})'
