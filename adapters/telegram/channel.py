@@ -4,6 +4,7 @@ webhook on the project's ASGI app, and the core's outbound and streaming ports."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -66,10 +67,10 @@ STALE_BUTTON = "That button has expired. Please type your answer instead."
 
 @dataclass(frozen=True)
 class TelegramConfig:
-    token: str
+    token: str = field(repr=False)  # secrets stay out of reprs (and so out of logs)
     api_url: str | None = None  # python-telegram-bot's base_url, e.g. http://host:port/bot
     webhook_url: str | None = None
-    webhook_secret: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
     # HTTP connections to the Bot API (turns in flight share them).
     connections: int = 16
     # Telegram allows about 30 messages a second per bot; None disables the pace (benchmarks).
@@ -608,7 +609,20 @@ class TelegramChannel:
                             raise
                         log.debug("streaming edit skipped: %s", exc)
                     last_edit = loop.time()
-            final = await reply.final()
+            try:
+                final = await reply.final()
+            except Exception:
+                # The turn failed after part of the reply showed: say so where it is showing.
+                if message_id is not None:
+                    with contextlib.suppress(ChannelError, BadRequest):
+                        await self._edit(
+                            target,
+                            message_id,
+                            render_text(shown + " … (interrupted)"),
+                            None,
+                            final=True,
+                        )
+                raise
             if message_id is None:
                 await self.send(target, final)
                 return

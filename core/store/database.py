@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import sqlite3
+import stat
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
@@ -38,6 +40,9 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 WAL_RESTART_BYTES = 16 * 1024 * 1024
 # Tries on the loop's own connection while the database thread holds the write lock.
 INLINE_ATTEMPTS = 20
+# The database holds customers' messages and phone numbers: only its owner may read it.
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -50,6 +55,40 @@ def _sqlite_file(url: URL) -> Path | None:
     return None
 
 
+def _make_private(path: Path) -> None:
+    """Create the SQLite file owner-only (0600), and any directories leading to it that are
+    missing (0700), before the first connection opens it; tighten an existing file and its
+    ``-wal``/``-shm`` (an earlier release left them world-readable). SQLite gives the ``-wal``
+    and ``-shm`` it creates the database file's own mode, so they follow. Directories that
+    already exist are left alone: they may be shared (the working directory, say)."""
+    missing: list[Path] = []
+    for directory in (path.parent, *path.parent.parents):
+        if directory.exists():
+            break
+        missing.append(directory)
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs
+        directory.chmod(PRIVATE_DIR_MODE)  # mkdir's mode passes through the umask
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)  # an empty file is an empty database to SQLite
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & ~0o077)
+        except FileNotFoundError:
+            continue
+        except PermissionError as exc:  # someone else's file: say so, SQLite decides the rest
+            log.warning("cannot make %s private to its owner: %s", file, exc)
+
+
 def _sqlite_listeners(sync_engine: Engine, busy_timeout_ms: int, hot_path: bool = False) -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -58,7 +97,11 @@ def _sqlite_listeners(sync_engine: Engine, busy_timeout_ms: int, hot_path: bool 
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # FULL: in WAL mode every commit syncs the log, so a stored inbound message survives a
+        # power loss once its transaction commits, before the platform is told it arrived.
+        # (NORMAL syncs only at checkpoints: an acknowledged update could vanish.) Every
+        # connection: the turn path writes inbound messages on both of its connections.
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA mmap_size=268435456")
         cursor.execute("PRAGMA cache_size=-32000")
@@ -325,7 +368,7 @@ def create_database(
     if sqlite:
         path = _sqlite_file(parsed)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_private(path)
         kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
         # One writer at a time is all SQLite allows: a single pooled connection makes sessions
         # queue in the event loop instead of in SQLite's busy handler.

@@ -178,6 +178,11 @@ def cluster_env(
         ESOTERIC_HANDOFF_CHECK_SECONDS="5",
         ESOTERIC_LOG_FORMAT="json",
         ESOTERIC_RATE_LIMIT_PER_MINUTE="100000",
+        # Scripted customers send far faster than people type: no flood control, and each
+        # message its own turn, so every transcript is one reply per message (merging and
+        # flood control have tests of their own).
+        ESOTERIC_FLOOD_MESSAGES_PER_MINUTE="10000",
+        ESOTERIC_MERGE_MESSAGES="1",
     )
     if groq_url is not None:
         env.update(GROQ_API_KEY=GROQ_KEY, GROQ_BASE_URL=groq_url)

@@ -79,3 +79,30 @@ def test_secrets_and_phone_numbers_are_redacted(
     assert "[redacted]" in out and "[phone]" in out
     # Amounts and chat ids are not phone numbers.
     assert "2500000" in out and "-1001234" in out
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_an_exception_formatted_elsewhere_first_is_still_redacted(
+    restore_root_logging: None, log_format: str
+) -> None:
+    """Another handler (pytest's, Sentry's) may format the record first and cache its
+    traceback unredacted on it: ours formats its own."""
+    stream = capture(log_format)
+    logging.getLogger().handlers.insert(0, logging.StreamHandler(io.StringIO()))
+    try:
+        raise ValueError(f"bad key {API_KEY} for tel:+91 98765 43210")
+    except ValueError:
+        logging.getLogger("esoteric.test").exception("failed")
+    out = stream.getvalue()
+    assert API_KEY not in out and "98765 43210" not in out
+    assert "[redacted]" in out and "[phone]" in out
+
+
+def test_an_explicit_conversation_id_wins_over_the_context(restore_root_logging: None) -> None:
+    stream = capture("json")
+    conversation = logcontext.conversation_id.set("web:other")
+    try:
+        logging.getLogger("esoteric.test").warning("delivered", extra={"conversation_id": 42})
+    finally:
+        logcontext.conversation_id.reset(conversation)
+    assert json.loads(stream.getvalue())["conversation_id"] == 42
