@@ -292,8 +292,10 @@ class ConversationService:
 
     async def run_turn(self, job: TurnJob) -> None:
         """A job of the chat's turn queue: send what the chat has pending, then answer its
-        oldest messages until the job's own message is answered. Runs one at a time per chat,
-        so everything read here is current."""
+        waiting messages, oldest first, until none is left. Runs one at a time per chat, so
+        everything read here is current. Going on past the job's own message drains the chat
+        in one go: the later messages' jobs then find nothing to do, and nothing waits for a
+        worker to notice that the chat's lock is free again."""
         chat, loaded = job.chat, job.loaded
         while True:
             if loaded is not None:
@@ -309,7 +311,7 @@ class ConversationService:
             if chat is None:
                 return  # its conversation was deleted
             clear = await self.outbox.flush(pending) if pending else True
-            if data is None or job.message_id is None or data.message_ids[0] > job.message_id:
+            if data is None or job.message_id is None:
                 return
             try:
                 await self._answer(data, clear)
@@ -320,8 +322,6 @@ class ConversationService:
             except Exception as exc:
                 await self._failed(data, exc)
                 # Given up: on to the chat's next message.
-            if data.message_ids[-1] >= job.message_id:
-                return
 
     async def _answer(self, data: TurnData, clear: bool) -> None:
         started = time.perf_counter()

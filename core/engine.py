@@ -299,6 +299,9 @@ class ProcrastinateTurnQueue:
                     install_signal_handlers=False,
                     delete_jobs="successful",
                     listen_notify=True,
+                    # A new job wakes the workers (NOTIFY); a job waiting behind its chat's lock
+                    # is looked for again this often (procrastinate's default is 5 s).
+                    fetch_job_polling_interval=1.0,
                     update_heartbeat_interval=self.heartbeat,
                     stalled_worker_timeout=self.stalled_after,
                     # Past this, turns still running at shutdown are abandoned: their jobs go
@@ -348,7 +351,8 @@ class ProcrastinateTurnQueue:
                 log.warning("turn queue upkeep failed: %s", exc)
 
     async def _requeue_stalled(self, app: Any) -> None:
-        from procrastinate.exceptions import ConnectorException
+        from procrastinate.exceptions import ConnectorException, UniqueViolation
+        from procrastinate.jobs import Status
 
         for job in await app.job_manager.get_stalled_jobs(
             seconds_since_heartbeat=self.stalled_after
@@ -356,6 +360,12 @@ class ProcrastinateTurnQueue:
             try:
                 await app.job_manager.retry_job(job)
                 log.warning("turn job %s of a stopped worker queued again", job.id)
+            except UniqueViolation:
+                # The same turn is queued already (the recovery sweep found its message): that
+                # job does the work once this one lets go of the chat's lock.
+                with contextlib.suppress(ConnectorException):
+                    await app.job_manager.finish_job(job, Status.FAILED, delete_job=False)
+                log.warning("turn job %s of a stopped worker dropped: queued again", job.id)
             except ConnectorException:
                 pass  # another worker requeued it first
 
