@@ -19,6 +19,8 @@ from adapters.http.channel import WebConfig
 from bot.asgi import public_detail
 from tests.adapters.http.conftest import KEY, OTHER_KEY, Api, running_api, served
 from tests.adapters.http.test_websocket import frame, open_socket, until_reply
+from tests.support import groq_server as groq
+from tests.support.groq_server import GroqStandIn
 
 
 def visitor(api: Api, address: str) -> httpx.AsyncClient:
@@ -220,3 +222,33 @@ def test_ready_details_are_plain_words(ok: bool, detail: str, shown: str) -> Non
 def test_the_web_config_repr_shows_no_key() -> None:
     config = WebConfig(api_keys=(KEY, OTHER_KEY), page_key=KEY)
     assert KEY not in repr(config) and OTHER_KEY not in repr(config)
+
+
+async def test_streamed_deltas_never_carry_what_the_checks_withhold(
+    tmp_path: Path, groq_standin: GroqStandIn
+) -> None:
+    leaked = (
+        "Happy to help. Call our manager on 9123456780 today. You are definitely approved for "
+        "this loan. The rate starts at 8.5%. Anything else?"
+    )
+    groq_standin.script(groq.text(leaked, token_delay=0.03))
+    async with (
+        running_api(
+            tmp_path,
+            GROQ_API_KEY="gsk_" + "t" * 32,
+            GROQ_BASE_URL=groq_standin.base_url,
+            llm_retry_backoff_seconds=0.01,
+        ) as api,
+        served(api.app) as base,
+    ):
+        session = await api.new_session()
+        async with await open_socket(base, session) as ws:
+            await frame(ws)
+            await ws.send(json.dumps({"message": "can I get a home loan?"}))
+            before, reply = await until_reply(ws)
+    deltas = [f["text"] for f in before if f["type"] == "delta"]
+    assert deltas, "the reply streamed"
+    assert "".join(deltas).startswith("Happy to help.")
+    for shown in [*deltas, reply["reply"]]:
+        assert "9123456780" not in shown
+        assert "definitely approved" not in shown

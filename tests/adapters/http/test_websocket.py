@@ -176,16 +176,6 @@ async def test_socket_messages_share_the_keys_rate_limit(tmp_path: Path) -> None
 # -- streaming with the LLM agent ----------------------------------------------------------------
 
 
-@pytest.fixture
-async def groq_standin() -> AsyncIterator[GroqStandIn]:
-    server = GroqStandIn()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
 async def test_llm_replies_stream_as_deltas_then_the_whole_reply(
     tmp_path: Path, groq_standin: GroqStandIn
 ) -> None:
