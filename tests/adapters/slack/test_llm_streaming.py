@@ -77,3 +77,25 @@ async def test_llm_answer_is_streamed_into_one_slack_message(
     # The message left on screen is exactly the persisted reply.
     expected = render(Reply(out.text))[0].blocks[0]
     assert updates[-1].params["blocks"][0] == expected
+
+
+async def test_the_first_post_and_every_update_show_only_checked_text(
+    llm_slack: tuple[SlackClient, SlackChannel, Runtime],
+    slack_api: SlackStandIn,
+    groq_server: GroqStandIn,
+) -> None:
+    slack, channel, _ = llm_slack
+    answer = (
+        "Happy to help. Call our manager on 9123456780 today. You are definitely approved for "
+        "this loan. The rate starts at 8.5%. Anything else?"
+    )
+    groq_server.script(text(answer, token_delay=0.03))
+    body = event("event_message_im.json", text="Can my customer get a home loan?")
+    assert (await slack.event(body)).status_code == 200
+    await channel.idle()
+    shown = [str(p) for p in slack_api.posts()]
+    shown += [str(u.params) for u in slack_api.calls_to("chat.update")]
+    assert len(shown) > 1, "the answer was posted, then updated"
+    for payload in shown:
+        assert "9123456780" not in payload
+        assert "definitely approved" not in payload

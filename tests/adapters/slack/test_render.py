@@ -16,11 +16,13 @@ from adapters.slack.render import (
     MAX_BLOCKS,
     SECTION_LIMIT,
     escape,
+    lead_card,
     preview,
     render,
     split_text,
     to_mrkdwn,
 )
+from core.handoff import LeadCard
 from core.messages import Choice, Reply
 from tests.support.slack_server import sample
 
@@ -123,3 +125,21 @@ def test_signature_scheme() -> None:
     assert not signature_ok(secret, body, "", good, now=now)
     assert not signature_ok("", body, str(now), good, now=now)
     assert not signature_ok(secret, body, str(int(time.time())), good)
+
+
+def test_a_lead_cards_fallback_text_cannot_ping_the_channel() -> None:
+    card = LeadCard(
+        handoff_id=1,
+        status="waiting",
+        reason="human",
+        customer="<!channel> free money <https://evil.example|click>",
+        customer_channel="telegram",
+        product="<!here>",
+        assigned_to="<!everyone>",
+        assigned_name=None,
+    )
+    message = lead_card(card)
+    everything = message.text + str(message.blocks)
+    for ping in ("<!channel>", "<!here>", "<!everyone>", "<https://evil.example|click>"):
+        assert ping not in everything
+    assert "&lt;!channel&gt;" in message.text
