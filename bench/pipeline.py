@@ -23,7 +23,7 @@ from pathlib import Path
 
 from core.agent.scripted import ScriptedAgent
 from core.catalogue import load_catalogue
-from core.conversation import ConversationService
+from core.conversation import ConversationService, ServiceConfig
 from core.messages import Inbound, Reply, Target
 from core.store.database import create_database
 from core.store.schema import upgrade_to_head
@@ -90,7 +90,11 @@ async def main() -> None:
         # As the runtime does: SQLite's log is checkpointed beside the turns, not on them.
         checkpoints = asyncio.create_task(db.keep_checkpointing())
         scripted = ScriptedAgent(load_catalogue())
-        service = ConversationService(db, scripted, scripted)
+        # The bench's senders are machines: flood control still counts every message, but
+        # never stops one (a person's 20 a minute would silence the one-at-a-time run).
+        service = ConversationService(
+            db, scripted, scripted, ServiceConfig(flood_per_minute=1_000_000)
+        )
         port = CountingPort()
         service.register_channel("bench", port)
         # Warm up connections and caches so the figures describe steady state.

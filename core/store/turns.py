@@ -1043,7 +1043,10 @@ class TurnStore:
         error: str | None = None,
         not_before: datetime | None = None,
     ) -> None:
-        await self.db.run_core(mark_outbox, item_id, message_id, status, now, error, not_before)
+        # A delivery's "sent" may be lost to a power cut: the item is then left "sending", which
+        # recovery marks "unknown" and never sends again. Every other outcome must hold.
+        run = self.db.run_core_relaxed if status == OutboxStatus.SENT else self.db.run_core
+        await run(mark_outbox, item_id, message_id, status, now, error, not_before)
 
     async def find_backlog(self, older_than: datetime, stale_before: datetime) -> Backlog:
         return await self.db.run_core(find_backlog, older_than, stale_before)

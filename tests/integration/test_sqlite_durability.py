@@ -86,6 +86,16 @@ async def test_messages_are_stored_on_durable_connections(sqlite_database: Datab
     assert await sqlite_database.run(_synchronous_orm) == FULL
 
 
+async def test_only_a_relaxed_write_skips_the_sync_and_durability_comes_back(
+    sqlite_database: Database,
+) -> None:
+    # A delivery's "sent" mark may be lost to a power cut (the item is then never resent);
+    # it commits without the sync, and the connection is durable again right after.
+    assert await sqlite_database.run_core_relaxed(_synchronous_core) == 1  # NORMAL
+    assert await sqlite_database.run_core(_synchronous_core) == FULL
+    assert await sqlite_database.run(_synchronous_orm) == FULL
+
+
 async def test_a_new_database_is_private_to_its_owner(
     tmp_path: Path, permissive_umask: None
 ) -> None:
