@@ -134,6 +134,10 @@ def run_stand_in(port_pipe: Any) -> None:
 # -- the two bots ------------------------------------------------------------------------------
 
 
+# Messages a minute a benchmark chat may send before flood control would answer "slow down".
+MACHINE_PACE = 1_000_000
+
+
 async def _calls(http: aiohttp.ClientSession, base: str, token: str) -> dict[str, int]:
     async with http.get(f"{base}/_control/calls/{token}") as response:
         return dict(await response.json())
@@ -226,7 +230,10 @@ async def esoteric_bot(
         await upgrade_to_head(db)
         scripted = ScriptedAgent(load_catalogue())
         # ``workers``: turns in flight at once (ESOTERIC_WORKER_CONCURRENCY).
-        service = ConversationService(db, scripted, scripted, ServiceConfig(concurrency=workers))
+        # The bench's chats are machines sending a message a few milliseconds apart: flood
+        # control counts them all but never stops one (a person's 20 a minute would).
+        config = ServiceConfig(concurrency=workers, flood_per_minute=MACHINE_PACE)
+        service = ConversationService(db, scripted, scripted, config)
         channel = TelegramChannel(
             service, TelegramConfig(token=TOKEN, api_url=api_url, messages_per_second=None)
         )
@@ -247,7 +254,7 @@ async def core_alone(chats: int, waves: int, warmup: int, runtime: str) -> dict[
     share of the cost that is the core's (SQLite and the scripted agent), not Telegram's."""
     from core.agent.scripted import ScriptedAgent
     from core.catalogue import load_catalogue
-    from core.conversation import ConversationService
+    from core.conversation import ConversationService, ServiceConfig
     from core.messages import Inbound, Reply, Target, parse_command
     from core.store.database import create_database
     from core.store.schema import upgrade_to_head
@@ -268,7 +275,8 @@ async def core_alone(chats: int, waves: int, warmup: int, runtime: str) -> dict[
         db = create_database(f"sqlite+aiosqlite:///{Path(data) / 'esoteric.db'}")
         await upgrade_to_head(db)
         scripted = ScriptedAgent(load_catalogue())
-        service = ConversationService(db, scripted, scripted)
+        config = ServiceConfig(flood_per_minute=MACHINE_PACE)
+        service = ConversationService(db, scripted, scripted, config)
         service.register_channel("telegram", Silent())
         settle(runtime)
         latencies: list[float] = []
