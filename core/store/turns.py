@@ -1007,7 +1007,10 @@ class TurnStore:
     async def persist_turn(
         self, turn: TurnData, answer: Answer, now: datetime, send_now: bool
     ) -> Persisted | None:
-        return await self.db.run_core(persist_turn, turn, answer, now, send_now)
+        # Only a customer's message must be on disk before it is acknowledged; a reply lost to
+        # a power cut leaves its message unanswered, and it is answered again after the restart
+        # (the next durable commit, usually the next message stored, makes it durable anyway).
+        return await self.db.run_core_relaxed(persist_turn, turn, answer, now, send_now)
 
     async def record_failure(
         self, message_ids: Sequence[int], now: datetime, max_attempts: int
