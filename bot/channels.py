@@ -85,6 +85,7 @@ def build_telegram(runtime: Runtime, *, receive: bool = True) -> ChannelAdapter 
         api_url=settings.telegram_api_url,
         webhook_url=settings.telegram_webhook_url,
         webhook_secret=secret.get_secret_value() if secret else None,
+        messages_per_second=settings.telegram_messages_per_second,
         receive=receive,
     )
     leader = (

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     telegram_api_url: str | None = None
     telegram_webhook_url: str | None = None
     telegram_webhook_secret: SecretStr | None = None
+    # The bot's sends a second, across its processes (Telegram allows about 30; paid broadcasts
+    # more). Streamed replies stop editing when the budget is saturated.
+    telegram_messages_per_second: float = Field(default=30.0, gt=0, le=1000)
     slack_bot_token: SecretStr | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN")
     slack_signing_secret: SecretStr | None = Field(
         default=None, validation_alias="SLACK_SIGNING_SECRET"

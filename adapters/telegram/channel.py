@@ -50,6 +50,7 @@ from core.conversation import ConversationService
 from core.errors import ChannelError, ConfigError, EsotericError, StoreUnavailable
 from core.messages import Reply, Target
 from core.ports import ReplyStream
+from core.ratelimit import SharedStateUnavailable
 from core.sendbudget import LocalSendBudget, SendBudget
 from core.store.leader import LeaderLock
 
@@ -77,6 +78,10 @@ class TelegramConfig:
     messages_per_second: float | None = 30.0
     # Streaming edits: Telegram allows about one message a second per chat, 20 a minute in groups.
     edit_interval: float = 1.0
+    # Seconds of sends already booked ahead on the budget past which it counts as saturated:
+    # streamed replies then send once, complete, and make no edits (replies, not edits, get the
+    # budget; an edit costs a call as a message does).
+    saturated_after: float = 1.0
     group_edit_interval: float = 3.0
     # A turn answered within the grace period needs no typing indicator; a longer one shows it,
     # refreshed before Telegram's five-second display runs out.
@@ -577,7 +582,8 @@ class TelegramChannel:
 
     async def stream(self, target: Target, reply: ReplyStream) -> None:
         """Send the first words, edit as more arrive (paced per chat), then make the delivered
-        messages exactly the final reply."""
+        messages exactly the final reply. While the send budget is saturated the reply is sent
+        once, complete, when it is ready: no preview and no edits."""
         loop = asyncio.get_running_loop()
         interval = (
             self.config.group_edit_interval
@@ -594,6 +600,8 @@ class TelegramChannel:
                 preview = split_text(text)[0] if text.strip() else ""
                 if not preview or preview == shown:
                     continue
+                if await self._saturated():
+                    continue  # the whole reply goes out at the end (or one final edit)
                 if message_id is None:
                     self._stop_typing(target)
                     sent = await self._send_chunk(target, render_text(preview), None, reply_to)
@@ -630,6 +638,12 @@ class TelegramChannel:
         except ChatBlocked:
             await self._close_blocked(target)
             raise
+
+    async def _saturated(self) -> bool:
+        try:
+            return await self.budget.backlog() > self.config.saturated_after
+        except SharedStateUnavailable:
+            return False  # the shared budget is unreachable: sending will say so
 
     async def _finish_stream(self, target: Target, message_id: int, final: Reply) -> None:
         chunks = render_chunks(final)
