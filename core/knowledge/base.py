@@ -133,7 +133,7 @@ class KnowledgeBase:
         coll = self._coll()
         if coll.count() == 0:
             return []
-        vector = self.embedder.embed([query])[0]
+        vector = self.embedder.query_vector(query)
         found = coll.query(
             query_embeddings=[vector],  # type: ignore[arg-type]
             n_results=k,

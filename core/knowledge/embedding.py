@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from chromadb.utils.embedding_functions import ONNXMiniLM_L6_V2
 
@@ -19,6 +21,12 @@ MODEL_FILES = (
     "tokenizer.json",
     "vocab.txt",
 )
+
+
+# How long to wait for the model's download site before saying there is no model.
+PROBE_SECONDS = 1.5
+# Query vectors kept (each 384 floats, about 12 KiB as a tuple): a few MiB at most.
+QUERY_CACHE_SIZE = 2048
 
 
 class EmbeddingUnavailable(KnowledgeError):
@@ -71,6 +79,16 @@ class MiniLMEmbedder(ONNXMiniLM_L6_V2):
             batches.append(self._normalize(pooled).astype(np.float32))
         return np.concatenate(batches)
 
+    def query_vector(self, text: str) -> list[float]:
+        """One query's vector, remembered: customers ask the same questions again and again.
+        The key is the text lower-cased with its whitespace collapsed, which the model's
+        tokenizer (uncased) would make of it anyway, so a hit is the same vector."""
+        return list(self._remembered(" ".join(text.lower().split())))
+
+    @functools.lru_cache(maxsize=QUERY_CACHE_SIZE)  # noqa: B019 - one embedder per process
+    def _remembered(self, normalised: str) -> tuple[float, ...]:
+        return tuple(self.embed([normalised])[0])
+
     def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
@@ -100,7 +118,10 @@ def load_embedder(model_dir: Path | None) -> MiniLMEmbedder:
         embedder.DOWNLOAD_PATH = folder
     try:
         if model_dir is None:
-            # Chroma's own behaviour: fetch the model into its cache on first use.
+            # Chroma's own behaviour: fetch the model into its cache on first use. Offline,
+            # that download would hang for its whole timeout: ask first, briefly.
+            if not _cached(embedder):
+                _reachable(embedder.MODEL_DOWNLOAD_URL)
             embedder._download_model_if_not_exists()
         embedder.embed(["warm up"])
     except KnowledgeError:
@@ -111,3 +132,19 @@ def load_embedder(model_dir: Path | None) -> MiniLMEmbedder:
             f"cannot load the all-MiniLM-L6-v2 model from {where}: {type(exc).__name__}: {exc}"
         ) from exc
     return embedder
+
+
+def _cached(embedder: MiniLMEmbedder) -> bool:
+    folder = Path(embedder.DOWNLOAD_PATH) / embedder.EXTRACTED_FOLDER_NAME
+    return all((folder / f).is_file() for f in MODEL_FILES)
+
+
+def _reachable(url: str) -> None:
+    """Raise ``EmbeddingUnavailable`` unless ``url`` answers within ``PROBE_SECONDS``."""
+    try:
+        httpx.head(url, timeout=PROBE_SECONDS, follow_redirects=True)
+    except Exception as exc:  # no network, a firewall, DNS: all mean no model
+        raise EmbeddingUnavailable(
+            f"the all-MiniLM-L6-v2 model is not cached and {url} cannot be reached "
+            f"({type(exc).__name__}); set ESOTERIC_EMBEDDING_MODEL_DIR to a local copy"
+        ) from exc

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from core.conversation import ConversationService
 from core.knowledge.answer import knowledge_lookup
 from core.knowledge.base import IngestReport, KnowledgeBase, SourceDocument, connect_chroma
 from core.knowledge.chunking import chunk_id
-from core.knowledge.embedding import MiniLMEmbedder, load_embedder
+from core.knowledge.embedding import EmbeddingUnavailable, MiniLMEmbedder, load_embedder
 from core.knowledge.ingest import BUNDLED_MARKER, ingest_paths, sync_bundled
 from core.knowledge.query import QueryExpander
 from core.knowledge.types import Chunk
@@ -348,3 +350,37 @@ async def test_a_long_ingestion_does_not_stall_chat_turns(
     assert len(port.sent) == 3 and all(reply.citations for _, reply in port.sent)
     assert port.sent[0][1].citations[0].source == "personal-loan.md"
     assert report.added == 600
+
+
+def test_a_question_asked_again_reuses_its_vector(embedder: MiniLMEmbedder) -> None:
+    first = embedder.query_vector("What documents do I need for a HOME loan?")
+    before = embedder._remembered.cache_info()
+    again = embedder.query_vector("  what documents do i need   for a home loan?")
+    after = embedder._remembered.cache_info()
+    assert after.hits == before.hits + 1 and after.misses == before.misses
+    # The same vector the model gives the text as typed: the tokenizer is uncased.
+    assert again == first
+    typed = embedder.embed(["What documents do I need for a HOME loan?"])[0]
+    assert max(abs(a - b) for a, b in zip(first, typed, strict=True)) < 1e-5
+
+
+def test_without_a_copy_and_with_a_silent_network_the_model_is_refused_quickly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A download site that accepts connections and never answers (a firewall's black hole).
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        port = silent.getsockname()[1]
+        monkeypatch.setattr(MiniLMEmbedder, "DOWNLOAD_PATH", str(tmp_path / "cache"))
+        monkeypatch.setattr(
+            MiniLMEmbedder, "MODEL_DOWNLOAD_URL", f"http://127.0.0.1:{port}/onnx.tar.gz"
+        )
+        started = time.perf_counter()
+        with pytest.raises(EmbeddingUnavailable) as refused:
+            load_embedder(None)
+        assert time.perf_counter() - started < 2.0
+        assert "ESOTERIC_EMBEDDING_MODEL_DIR" in str(refused.value)
+    finally:
+        silent.close()
