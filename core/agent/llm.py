@@ -39,6 +39,7 @@ from core.agent.scripted import ScriptedAgent
 from core.agent.tools import References, ToolSession
 from core.catalogue import Catalogue
 from core.errors import AgentError, KnowledgeError
+from core.knowledge.query import needs_retrieval
 from core.knowledge.types import KnowledgeSearch
 from core.messages import Citation, Reply
 from core.numbers import parse_indian_mobile
@@ -290,7 +291,7 @@ class LLMAgent:
         deadline: _Deadline,
     ) -> AgentResult:
         references = References()
-        if self.knowledge is not None:
+        if self.knowledge is not None and needs_retrieval(ctx.text):
             try:
                 for hit in await self.knowledge.search(ctx.text, k=self.config.knowledge_k):
                     references.add(hit)

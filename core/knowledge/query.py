@@ -122,3 +122,26 @@ class QueryExpander:
     @classmethod
     def for_catalogue(cls, catalogue: Catalogue) -> QueryExpander:
         return cls({p.name: p.keywords for p in catalogue.products.values()})
+
+
+# Words of replies that only fill in a slot, say yes or no, or greet: no document answers them.
+_SLOT_WORDS = frozenset(
+    (  # noqa: SIM905 - a sentence of words reads better than a column of them
+        "lakh lakhs lac lacs crore crores cr k thousand rs inr rupees ₹ years year yrs yr y months "
+        "month mo m per a an for about around approx approximately only just my is it salary "
+        "income yes yeah yep no nope ok okay sure fine haan han ha nahi nahin theek thik hai ji "
+        "please thanks thank you hi hello hey namaste hii good morning evening afternoon saal "
+        "mahine mahina baras"
+    ).split()
+)
+_NUMBER = re.compile(r"^[₹+]?[\d.,/-]+[a-z%]{0,3}$")
+
+
+def needs_retrieval(text: str) -> bool:
+    """Whether a message could be answered from documents. A slot answer ("25 lakh",
+    "20 years", "yes"), a phone number or a greeting cannot, and retrieving for it costs an
+    embedding and a search each turn (the model can still search with its tool)."""
+    words = text.lower().replace("?", " ").replace("!", " ").split()
+    if not words or len(words) > 5:
+        return bool(words)
+    return not all(w.strip(".,") in _SLOT_WORDS or _NUMBER.match(w) for w in words)
