@@ -98,6 +98,7 @@ async def test_a_rate_limited_reply_waits_and_nothing_of_its_chat_overtakes_it(
     assert sent == []  # behind the first
     await wait_until(lambda: len(sent) == 2, what="both replies sent", limit=5)
     assert "Which loan" in sent[0] and "Car Loan" in sent[1]
+    await service.idle()  # the second delivery's "sent" is written just after the send
     items = await rows(database, "SELECT status, attempts FROM outbox ORDER BY id")
     assert [tuple(r) for r in items] == [("sent", 2), ("sent", 1)]
     await service.aclose()
