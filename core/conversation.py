@@ -292,10 +292,11 @@ class ConversationService:
 
     async def run_turn(self, job: TurnJob) -> None:
         """A job of the chat's turn queue: send what the chat has pending, then answer its
-        waiting messages, oldest first, until none is left. Runs one at a time per chat, so
-        everything read here is current. Going on past the job's own message drains the chat
-        in one go: the later messages' jobs then find nothing to do, and nothing waits for a
-        worker to notice that the chat's lock is free again."""
+        oldest messages until the job's own message is answered (or, on a queue that drains
+        chats, until none is left: the later messages' jobs then find nothing to do, and nothing
+        waits for a worker to notice that the chat's lock is free again). Runs one at a time per
+        chat, so everything read here is current."""
+        drains = self.queue.drains_chats
         chat, loaded = job.chat, job.loaded
         while True:
             if loaded is not None:
@@ -313,6 +314,8 @@ class ConversationService:
             clear = await self.outbox.flush(pending) if pending else True
             if data is None or job.message_id is None:
                 return
+            if not drains and data.message_ids[0] > job.message_id:
+                return  # answered already, with the messages before it
             try:
                 await self._answer(data, clear)
             except TurnAlreadyAnswered as exc:
@@ -322,6 +325,8 @@ class ConversationService:
             except Exception as exc:
                 await self._failed(data, exc)
                 # Given up: on to the chat's next message.
+            if not drains and data.message_ids[-1] >= job.message_id:
+                return
 
     async def _answer(self, data: TurnData, clear: bool) -> None:
         started = time.perf_counter()

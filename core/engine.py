@@ -66,6 +66,10 @@ TurnRunner = Callable[[TurnJob], Awaitable[None]]
 
 class TurnQueue(Protocol):
     concurrency: int
+    # Whether a job goes on to answer its chat's later waiting messages. Procrastinate's workers
+    # notice a chat's lock is free only when they poll, so a job drains its chat; the local
+    # queue runs the chat's next job as soon as one ends, so a job stops at its own message.
+    drains_chats: bool
 
     async def start(self, runner: TurnRunner) -> None:
         """Begin running jobs (this process's turn workers)."""
@@ -103,6 +107,8 @@ MAX_JOB_ATTEMPTS = 8
 class LocalTurnQueue:
     """One process: a queue per chat, at most ``concurrency`` turns at once. A slot is taken per
     job, so a busy chat cannot starve the others, and released between a chat's jobs."""
+
+    drains_chats = False
 
     def __init__(self, concurrency: int) -> None:
         if concurrency < 1:
@@ -223,6 +229,8 @@ class ProcrastinateTurnQueue:
     jobs of a worker silent for ``stalled_after`` seconds go back to the queue (checked by every
     worker; the first to see them wins, the others find nothing to do). ``run_jobs=False`` only
     defers (a process that stores messages but runs no turns)."""
+
+    drains_chats = True
 
     def __init__(
         self,

@@ -89,6 +89,11 @@ def _make_private(path: Path) -> None:
             log.warning("cannot make %s private to its owner: %s", file, exc)
 
 
+# Keys in a connection's info: its current PRAGMA synchronous, and "this transaction is relaxed".
+_SYNCHRONOUS = "esoteric_synchronous"
+_RELAXED = "esoteric_relaxed"
+
+
 def _sqlite_listeners(sync_engine: Engine, busy_timeout_ms: int, hot_path: bool = False) -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -116,9 +121,16 @@ def _sqlite_listeners(sync_engine: Engine, busy_timeout_ms: int, hot_path: bool 
         # Writers take the lock up front: a deferred transaction that later upgrades to a write
         # fails at once with "database is locked" instead of waiting out the busy timeout.
         if hot_path:
+            raw = connection.connection.dbapi_connection
+            # FULL unless this transaction is a relaxed one (see ``_committed``); the pragma
+            # is issued only when the mode changes, as it must be, outside a transaction.
+            wanted = "NORMAL" if connection.info.get(_RELAXED) else "FULL"
+            if connection.info.get(_SYNCHRONOUS, "FULL") != wanted:
+                raw.execute(f"PRAGMA synchronous={wanted}")
+                connection.info[_SYNCHRONOUS] = wanted
             # Straight to the driver: this runs for every transaction of the turn path, and
             # through SQLAlchemy it cost a third of a small transaction.
-            connection.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
+            raw.execute("BEGIN IMMEDIATE")
         else:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -126,19 +138,17 @@ def _sqlite_listeners(sync_engine: Engine, busy_timeout_ms: int, hot_path: bool 
 def _committed(
     conn: Connection, durable: bool, fn: Callable[..., T], *args: Any, **kwargs: Any
 ) -> T:
-    """``fn`` in a transaction on ``conn``; a relaxed one commits without syncing the disk."""
+    """``fn`` in a transaction on ``conn``; a relaxed one commits without syncing the disk
+    (the begin listener sets the connection's mode for each transaction)."""
     if durable:
         with conn.begin():
             return fn(conn, *args, **kwargs)
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    # On the driver, outside the transaction (through SQLAlchemy it would begin one).
-    raw.execute("PRAGMA synchronous=NORMAL")
+    conn.info[_RELAXED] = True
     try:
         with conn.begin():
             return fn(conn, *args, **kwargs)
     finally:
-        raw.execute("PRAGMA synchronous=FULL")
+        del conn.info[_RELAXED]
 
 
 def _is_busy(exc: Exception) -> bool:

@@ -212,7 +212,12 @@ class _Statements:
             )
 
 
+_PLAIN = frozenset({int, str, float, bool, type(None)})
+
+
 def _to_sqlite(value: Any) -> Any:
+    if type(value) in _PLAIN:  # most parameters: passed as they are, checked first
+        return value
     if isinstance(value, datetime):
         # SQLAlchemy's SQLite DATETIME format; every stored time is UTC.
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
