@@ -208,10 +208,25 @@ class ConversationService:
         assert accepted.outcome is not None
         return await asyncio.shield(accepted.outcome)
 
-    async def accept(self, inbound: Inbound, *, expect: bool = False) -> Accepted | None:
+    async def accept(
+        self, inbound: Inbound, *, expect: bool = False, durable: bool = True
+    ) -> Accepted | None:
         """Store ``inbound`` and queue its chat's turn; ``None`` for a duplicate. Returns once
-        the message is stored, which is when a channel may acknowledge its delivery. With
-        ``expect``, the result carries the future of the turn's outcome."""
+        the message is stored, and on disk, which is when a channel may acknowledge its
+        delivery. With ``expect``, the result carries the future of the turn's outcome.
+        ``durable=False`` leaves making it durable to the caller (``sync_inbound``), for a
+        channel that acknowledges a batch at once (Telegram's polling)."""
+        accepted = await self._accept(inbound, expect)
+        if durable:
+            await self.sync_inbound()
+        return accepted
+
+    async def sync_inbound(self) -> None:
+        """Every message accepted so far is on disk (messages accepted together share one
+        sync). Raises ``StoreUnavailable`` when the disk would not take them."""
+        await self.store.sync()
+
+    async def _accept(self, inbound: Inbound, expect: bool) -> Accepted | None:
         if self._closing:
             raise StoreUnavailable("shutting down")
         await self.start()

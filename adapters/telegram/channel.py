@@ -323,6 +323,11 @@ class TelegramChannel:
         try:
             async with asyncio.timeout(self.config.store_wait):
                 await self._settled.wait()
+                # Stored without waiting for the disk, each: one sync for the whole batch.
+                await self.service.sync_inbound()
+        except StoreUnavailable as exc:
+            log.warning("Telegram updates could not be made durable: %s", exc)
+            raise NetworkError("updates not on disk yet; not confirming them") from exc
         except TimeoutError:
             log.warning(
                 "Telegram updates %s are not stored yet; not confirming them",
@@ -346,7 +351,8 @@ class TelegramChannel:
         try:
             while not stored:
                 try:
-                    await self._receive(update)
+                    # On disk before the next poll confirms the batch (``_before_poll``).
+                    await self._receive(update, durable=False)
                     stored = True
                 except StoreUnavailable as exc:
                     if not told:
@@ -365,7 +371,7 @@ class TelegramChannel:
             if stored:
                 self._settle(update.update_id)
 
-    async def _receive(self, update: Update) -> None:
+    async def _receive(self, update: Update, durable: bool = True) -> None:
         """One update, from either mode: answer a button press, note a membership change, and
         store a message (which queues its turn). Raises what storing raised."""
         if update.callback_query is not None:
@@ -376,7 +382,7 @@ class TelegramChannel:
         assert self.identity is not None
         inbound = normalise(update, self.identity, self.codec.decode)
         if inbound is not None:
-            await self.service.accept(inbound)
+            await self.service.accept(inbound, durable=durable)
 
     @staticmethod
     def _chat_of(update: Update) -> Target | None:

@@ -987,9 +987,14 @@ class TurnStore:
         max_edits: int | None = None,
         max_batch: int = 1,
     ) -> Recorded | None:
-        return await self.db.run_core(
+        # Committed without waiting for the disk: ``sync`` makes it durable before the message
+        # is acknowledged, one sync for the messages that arrive together.
+        return await self.db.run_core_relaxed(
             record_inbound, inbound, now, idle_after, prefetch, max_edits, max_batch
         )
+
+    async def sync(self) -> None:
+        await self.db.sync_log()
 
     async def find_event(self, channel: str, event_id: str) -> Recorded | None:
         return await self.db.run_core(find_event, channel, event_id)

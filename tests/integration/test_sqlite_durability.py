@@ -1,8 +1,10 @@
-"""The embedded SQLite database: a stored message survives a power loss (every connection that
-writes commits with synchronous=FULL), and only its owner can read the file."""
+"""The embedded SQLite database: a stored message survives a power loss (the write-ahead log is
+synced before the message is acknowledged, and other writes commit with synchronous=FULL), and
+only its owner can read the file."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from collections.abc import Iterator
@@ -67,23 +69,65 @@ async def test_every_connection_commits_durably(sqlite_database: Database) -> No
         assert (await session.execute(text("PRAGMA synchronous"))).scalar_one() == FULL
 
 
-async def test_messages_are_stored_on_durable_connections(sqlite_database: Database) -> None:
-    """The inbound message's transaction runs on one of the connections checked above: after
-    the store, each of them still reports FULL (nothing switches it off on the way)."""
+async def test_a_message_is_on_disk_before_accept_returns_and_bursts_share_syncs(
+    sqlite_database: Database,
+) -> None:
+    """A customer's message is committed without waiting for the disk, then the log is synced
+    before ``accept`` returns (when a channel may acknowledge it); messages arriving together
+    share syncs."""
     from core.agent.scripted import ScriptedAgent
     from core.catalogue import load_catalogue
     from core.conversation import ConversationService
 
+    db = sqlite_database
+    assert db.wal_path is not None
     scripted = ScriptedAgent(load_catalogue())
-    service = ConversationService(sqlite_database, scripted, scripted)
+    service = ConversationService(db, scripted, scripted)
     try:
+        before = db.log_syncs
         await service.accept(
             Inbound(channel="web", chat_key="c1", sender_id="u1", text="hi", event_id="e1")
         )
+        assert db.log_syncs == before + 1
+        # Twenty chats at once: every accept returns after a sync that covers its message,
+        # and far fewer syncs than messages.
+        before = db.log_syncs
+        await asyncio.gather(
+            *(
+                service.accept(
+                    Inbound(
+                        channel="web",
+                        chat_key=f"c{n}",
+                        sender_id=f"u{n}",
+                        text="hi",
+                        event_id=f"burst-{n}",
+                    )
+                )
+                for n in range(20)
+            )
+        )
+        assert 1 <= db.log_syncs - before < 20
+        # A batch stored without syncs (Telegram's polling), then made durable at once.
+        before = db.log_syncs
+        for n in range(5):
+            await service.accept(
+                Inbound(
+                    channel="web",
+                    chat_key="batch",
+                    sender_id="u",
+                    text=f"line {n}",
+                    event_id=f"batch-{n}",
+                ),
+                durable=False,
+            )
+        assert db.log_syncs == before
+        await service.sync_inbound()
+        assert db.log_syncs == before + 1
     finally:
         await service.aclose()
-    assert await sqlite_database.run_core(_synchronous_core) == FULL
-    assert await sqlite_database.run(_synchronous_orm) == FULL
+    # Everything else still commits durably.
+    assert await db.run_core(_synchronous_core) == FULL
+    assert await db.run(_synchronous_orm) == FULL
 
 
 async def test_only_a_relaxed_write_skips_the_sync_and_durability_comes_back(
