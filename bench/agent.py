@@ -23,7 +23,8 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -164,9 +165,12 @@ async def _through_service(
     return overheads, to_channel
 
 
-async def _first_visible(turns: int, ttft_ms: float, word_ms: float) -> list[float]:
-    """First token to first visible text through the service, at a realistic token pace."""
-    server = StandIn(ttft_ms / 1000, word_ms / 1000)
+@asynccontextmanager
+async def _agent_against(
+    ttft_ms: float, frame_ms: float
+) -> AsyncIterator[tuple[LLMAgent, StandIn]]:
+    """The agent as the runtime builds it, against a stand-in in its own process."""
+    server = StandIn(ttft_ms / 1000, frame_ms / 1000)
     await server.start()
     try:
         async with AsyncExitStack() as stack:
@@ -175,30 +179,26 @@ async def _first_visible(turns: int, ttft_ms: float, word_ms: float) -> list[flo
             agent = build_llm_agent(
                 settings, stack, catalogue, ScriptedAgent(catalogue), KeywordKnowledge()
             )
-            await _agent_alone(agent, server, 2, EMI_QUESTION)  # warm up the connection
-            _, to_channel = await _through_service(agent, server, turns, QUESTION)
+            yield agent, server
     finally:
         await server.stop()
+
+
+async def _first_visible(turns: int, ttft_ms: float, word_ms: float) -> list[float]:
+    """First token to first visible text through the service, at a realistic token pace."""
+    async with _agent_against(ttft_ms, word_ms) as (agent, server):
+        await _agent_alone(agent, server, 2, EMI_QUESTION)  # warm up the connection
+        _, to_channel = await _through_service(agent, server, turns, QUESTION)
     return to_channel
 
 
 async def main(turns: int, ttft_ms: float, token_ms: float, word_ms: float) -> None:
-    server = StandIn(ttft_ms / 1000, token_ms / 1000)
-    await server.start()
-    try:
-        async with AsyncExitStack() as stack:
-            settings = load_settings(GROQ_API_KEY="gsk_bench", GROQ_BASE_URL=server.base_url)
-            catalogue = load_catalogue()
-            agent = build_llm_agent(
-                settings, stack, catalogue, ScriptedAgent(catalogue), KeywordKnowledge()
-            )
-            await _agent_alone(agent, server, 3, QUESTION)  # warm up the connection
-            plain, plain_cpu = await _agent_alone(agent, server, turns, QUESTION)
-            tooled, tooled_cpu = await _agent_alone(agent, server, turns, EMI_QUESTION)
-            service_overhead, to_channel = await _through_service(agent, server, turns, QUESTION)
-            service_tooled, _ = await _through_service(agent, server, turns, EMI_QUESTION)
-    finally:
-        await server.stop()
+    async with _agent_against(ttft_ms, token_ms) as (agent, server):
+        await _agent_alone(agent, server, 3, QUESTION)  # warm up the connection
+        plain, plain_cpu = await _agent_alone(agent, server, turns, QUESTION)
+        tooled, tooled_cpu = await _agent_alone(agent, server, turns, EMI_QUESTION)
+        service_overhead, to_channel = await _through_service(agent, server, turns, QUESTION)
+        service_tooled, _ = await _through_service(agent, server, turns, EMI_QUESTION)
     visible = await _first_visible(turns, ttft_ms, word_ms)
     # The stand-in sends the first sentence a word a frame: the model's own time to write it.
     first_sentence = bench_model(0, 0)(_question_request()).content.split(". ")[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import socket
 import uuid
@@ -163,3 +164,13 @@ async def groq_server() -> AsyncIterator[GroqStandIn]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+def restore_root_logging() -> Iterator[None]:
+    """Tests that configure logging leave the root logger as they found it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

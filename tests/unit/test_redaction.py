@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
 
 import pytest
 
@@ -60,15 +59,6 @@ NOT_PHONE_NUMBERS = [
     "due 2025-06-07 19:56:12",
     "ref 6011 2233 4455 6677",  # sixteen digits in groups
 ]
-
-
-@pytest.fixture
-def restore_root_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def capture(log_format: str) -> io.StringIO:

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from adapters.http.channel import WebConfig
 from bot.asgi import public_detail
 from tests.adapters.http.conftest import KEY, OTHER_KEY, Api, running_api, served
-from tests.adapters.http.test_websocket import frame, open_socket, until_reply
+from tests.adapters.http.test_websocket import ask_over_socket, frame, open_socket, until_reply
 from tests.support import groq_server as groq
 from tests.support.groq_server import GroqStandIn
 
@@ -232,20 +232,7 @@ async def test_streamed_deltas_never_carry_what_the_checks_withhold(
         "this loan. The rate starts at 8.5%. Anything else?"
     )
     groq_standin.script(groq.text(leaked, token_delay=0.03))
-    async with (
-        running_api(
-            tmp_path,
-            GROQ_API_KEY="gsk_" + "t" * 32,
-            GROQ_BASE_URL=groq_standin.base_url,
-            llm_retry_backoff_seconds=0.01,
-        ) as api,
-        served(api.app) as base,
-    ):
-        session = await api.new_session()
-        async with await open_socket(base, session) as ws:
-            await frame(ws)
-            await ws.send(json.dumps({"message": "can I get a home loan?"}))
-            before, reply = await until_reply(ws)
+    before, reply, _ = await ask_over_socket(tmp_path, groq_standin, "can I get a home loan?")
     deltas = [f["text"] for f in before if f["type"] == "delta"]
     assert deltas, "the reply streamed"
     assert "".join(deltas).startswith("Happy to help.")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,15 +15,6 @@ from core import logcontext
 
 API_KEY = "api-key-that-must-not-leak"
 SLACK_TOKEN = "xoxb-1234567890-abcdefghijkl"
-
-
-@pytest.fixture
-def restore_root_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def capture(log_format: str) -> io.StringIO:

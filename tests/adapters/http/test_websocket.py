@@ -176,6 +176,28 @@ async def test_socket_messages_share_the_keys_rate_limit(tmp_path: Path) -> None
 # -- streaming with the LLM agent ----------------------------------------------------------------
 
 
+async def ask_over_socket(
+    tmp_path: Path, standin: GroqStandIn, words: str
+) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    """One message over a WebSocket to the bot with the LLM agent (the Groq stand-in): the
+    frames before the reply, the reply, and /metrics afterwards."""
+    async with (
+        running_api(
+            tmp_path,
+            GROQ_API_KEY="gsk_" + "t" * 32,
+            GROQ_BASE_URL=standin.base_url,
+            llm_retry_backoff_seconds=0.01,
+        ) as api,
+        served(api.app) as base,
+    ):
+        session = await api.new_session()
+        async with await open_socket(base, session) as ws:
+            await frame(ws)
+            await ws.send(json.dumps({"message": words}))
+            before, reply = await until_reply(ws)
+        return before, reply, (await api.client.get("/metrics")).text
+
+
 async def test_llm_replies_stream_as_deltas_then_the_whole_reply(
     tmp_path: Path, groq_standin: GroqStandIn
 ) -> None:
@@ -187,21 +209,9 @@ async def test_llm_replies_stream_as_deltas_then_the_whole_reply(
     groq_standin.script(
         groq.text(answer, prompt_tokens=150, completion_tokens=18, token_delay=0.04)
     )
-    async with (
-        running_api(
-            tmp_path,
-            GROQ_API_KEY="gsk_" + "t" * 32,
-            GROQ_BASE_URL=groq_standin.base_url,
-            llm_retry_backoff_seconds=0.01,
-        ) as api,
-        served(api.app) as base,
-    ):
-        session = await api.new_session()
-        async with await open_socket(base, session) as ws:
-            await frame(ws)
-            await ws.send(json.dumps({"message": "what loans do you have?"}))
-            before, reply = await until_reply(ws)
-        metrics = (await api.client.get("/metrics")).text
+    before, reply, metrics = await ask_over_socket(
+        tmp_path, groq_standin, "what loans do you have?"
+    )
     deltas = [f["text"] for f in before if f["type"] == "delta"]
     # Each sentence once whole and checked (the last one comes with the whole reply).
     assert "".join(deltas) == (
