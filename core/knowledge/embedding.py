@@ -146,5 +146,5 @@ def _reachable(url: str) -> None:
     except Exception as exc:  # no network, a firewall, DNS: all mean no model
         raise EmbeddingUnavailable(
             f"the all-MiniLM-L6-v2 model is not cached and {url} cannot be reached "
-            f"({type(exc).__name__}); set ESOTERIC_EMBEDDING_MODEL_DIR to a local copy"
+            f"({type(exc).__name__})"
         ) from exc
