@@ -187,6 +187,26 @@ async def test_timers_fire_once_when_two_processes_tick(
     assert sum("back to help" in n for n in notices) == 1
 
 
+async def test_a_reminder_slack_did_not_take_is_posted_by_the_next_tick(
+    database: Database, desk: SlackChannel, slack_api: SlackStandIn
+) -> None:
+    if not database.is_postgres:
+        pytest.skip("several processes (and so this guarantee) need Postgres")
+    clock = Clock()
+    service = handoffs(database, desk, clock)
+    assert await service.request(await conversation(database, "6101"), "human") is not None
+    clock.now = START + timedelta(minutes=11)
+    # The post fails as a process killed mid-call would leave it: the claim is not kept.
+    slack_api.outage("chat.postMessage")
+    assert (await service.tick()).reminded == 0
+    assert (await service.tick()).reminded == 1
+    reminders = [
+        c for c in slack_api.calls_to("chat.postMessage") if "Reminder" in c.params.get("text", "")
+    ]
+    assert len(reminders) == 2  # the refused one, then the one that went out
+    assert (await service.tick()).reminded == 0
+
+
 async def test_a_card_the_desk_refused_is_posted_by_the_next_tick(
     database: Database, desk: SlackChannel, slack_api: SlackStandIn
 ) -> None:
