@@ -145,6 +145,13 @@ async def test_ingestion_is_an_idempotent_upsert_that_replaces_changed_and_remov
         assert hits[0].source == "gold-loan.md" and hits[0].heading == "Gold Loan > Purity"
         pdf = await kb.search("who can claim what is in a locker", 1)
         assert (pdf[0].source, pdf[0].heading) == ("policy.pdf", "Page 1")
+
+        # Every file gone: searching the emptied collection finds nothing, without an error.
+        await asyncio.to_thread(shutil.rmtree, sample_folder)
+        await asyncio.to_thread(sample_folder.mkdir)
+        await ingest_paths(kb, [sample_folder])
+        assert await kb.count() == 0
+        assert await kb.search("what purity of gold jewellery do you accept?", 2) == []
     finally:
         await kb.close()
 

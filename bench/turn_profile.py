@@ -1,0 +1,125 @@
+"""Where a realistic turn's time goes: customers' product questions answered by the scripted
+agent from the knowledge base (the real model and embedded Chroma), through ConversationService
+on SQLite. The main thread is profiled with cProfile; the knowledge search runs in a worker
+thread, so its parts are timed around the calls themselves.
+
+    python bench/turn_profile.py --turns 200            # every question worded differently
+    python bench/turn_profile.py --turns 200 --repeat   # the same eight questions again and again
+
+Needs the embedding model: ``--model`` (default ``../shared/models/all-MiniLM-L6-v2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import cProfile
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from chromadb.api.models.Collection import Collection  # noqa: E402
+
+from bot.runtime import open_runtime  # noqa: E402
+from bot.settings import load_settings  # noqa: E402
+from core.knowledge.base import KnowledgeBase  # noqa: E402
+from core.knowledge.embedding import MiniLMEmbedder  # noqa: E402
+from core.messages import Inbound, Reply, Target  # noqa: E402
+
+QUESTIONS = [
+    "What documents do I need for a home loan?",
+    "what is the interest rate on a car loan",
+    "can I prepay my personal loan early?",
+    "how long does business loan approval take",
+    "what is the processing fee for an education loan?",
+    "Is there a penalty for foreclosure?",
+    "kitna byaj lagega home loan pe",
+    "who can apply for a personal loan",
+]
+THREAD_TIMES: collections.Counter[str] = collections.Counter()
+
+
+def _timed(owner: Any, name: str, label: str) -> None:
+    original = getattr(owner, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            THREAD_TIMES[label] += time.perf_counter() - started
+
+    setattr(owner, name, timed)
+
+
+class Silent:
+    async def send(self, target: Target, reply: Reply) -> None:
+        return None
+
+    async def typing(self, target: Target) -> None:
+        return None
+
+
+def _cumulative(stats: pstats.Stats, where: str, function: str) -> float:
+    entries: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    return sum(v[3] for k, v in entries.items() if k[0].endswith(where) and k[2] == function)
+
+
+async def main(turns: int, repeat: bool, model: Path) -> None:
+    _timed(MiniLMEmbedder, "embed", "embedding (tokenizer + ONNX)")
+    _timed(Collection, "query", "Chroma query (HNSW + metadata)")
+    _timed(Collection, "count", "Chroma count")
+    _timed(KnowledgeBase, "_search_sync", "knowledge search, all of it")
+    settings = load_settings(
+        data_dir=Path(tempfile.mkdtemp()), embedding_model_dir=model, log_level="WARNING",
+        flood_messages_per_minute=10_000,
+    )  # fmt: skip
+    async with open_runtime(settings, scheduler=False) as runtime:
+        service = runtime.service
+        service.register_channel("bench", Silent())
+        for i in range(10):  # warm up
+            text = f"{QUESTIONS[i % len(QUESTIONS)]} {i}"
+            await service.handle(Inbound("bench", f"w{i}", f"w{i}", text, event_id=f"w{i}"))
+        THREAD_TIMES.clear()
+        profile = cProfile.Profile()
+        started, cpu = time.perf_counter(), time.process_time()
+        profile.enable()
+        for i in range(turns):
+            question = QUESTIONS[i % len(QUESTIONS)]
+            text = question if repeat else f"{question} (case {i})"
+            chat = f"c{i % 50}"
+            await service.handle(Inbound("bench", chat, chat, text, event_id=f"e{i}"))
+        profile.disable()
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    stats = pstats.Stats(profile)
+    kind = "the same eight questions" if repeat else "every question worded differently"
+    print(f"{turns} turns, {kind}: {wall / turns * 1000:.2f} ms wall, "
+          f"{cpu / turns * 1000:.2f} ms CPU per turn (all threads)")  # fmt: skip
+    for label, seconds in THREAD_TIMES.items():
+        print(f"  {label:38s} {seconds / turns * 1000:6.2f} ms/turn (worker thread)")
+    parts = [
+        ("query expansion", "core/knowledge/query.py", "expand"),
+        ("scripted agent (rules, loan maths)", "core/agent/scripted.py", "respond"),
+        ("SQL: every transaction of the turn", "core/store/database.py", "_core"),
+    ]
+    for label, where, function in parts:
+        seconds = _cumulative(stats, where, function)
+        print(f"  {label:38s} {seconds / turns * 1000:6.2f} ms/turn")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--turns", type=int, default=200)
+    parser.add_argument("--repeat", action="store_true")
+    parser.add_argument(
+        "--model", type=Path, default=ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2"
+    )
+    args = parser.parse_args()
+    asyncio.run(main(args.turns, args.repeat, args.model))
