@@ -784,58 +784,15 @@ class HandoffService:
     async def _remind(
         self, handoff_id: int, reminded_at: datetime | None, now: datetime, sla: timedelta
     ) -> bool:
-        if self.db.is_postgres:
-            return await self._remind_posting_in_claim(handoff_id, reminded_at, now)
-        # SQLite: one process, so nothing else can die mid-reminder; and a write transaction
-        # held over a Slack call would hold up every other write.
-        async with self.db.transaction() as session:
-            condition = (
-                Handoff.reminded_at.is_(None)
-                if reminded_at is None
-                else Handoff.reminded_at == reminded_at
-            )
-            done = await session.execute(
-                update(Handoff)
-                .where(Handoff.id == handoff_id, Handoff.status == HandoffStatus.WAITING, condition)
-                .values(reminded_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            if not getattr(done, "rowcount", 0):
-                return False
-            requested_at, conversation_id = (
-                await session.execute(
-                    select(Handoff.requested_at, Handoff.conversation_id).where(
-                        Handoff.id == handoff_id
-                    )
-                )
-            ).one()
-            repo.audit(
-                session, "scheduler", "handoff_remind", "ok", f"handoff:{handoff_id}", now=now
-            )
-        waited = max(1, int((now - requested_at).total_seconds() // 60))
-        await self._thread(
-            handoff_id,
-            f"Reminder: this lead has waited {waited} minutes without an advisor. "
-            "Press Claim to take it.",
-            broadcast=True,
-        )
-        if reminded_at is None:
-            minutes = self.config.sla_minutes
-            await self._tell_customer(
-                conversation_id,
-                "Thanks for waiting: all our advisors are busy right now. The expected wait is "
-                f"about {minutes} more minutes, and I'm here for questions meanwhile.",
-                "wait",
-            )
-        return True
+        """Claim the reminder (a conditional UPDATE: one of two racing ticks wins), post it in
+        the card's thread, and tell the customer the expected wait the first time.
 
-    async def _remind_posting_in_claim(
-        self, handoff_id: int, reminded_at: datetime | None, now: datetime
-    ) -> bool:
-        """Several processes: the reminder is posted while its claim is still uncommitted. A
-        process killed during the post (a slow Slack call) rolls the claim back, and the next
-        tick, in any process, posts it; a tick racing this one waits on the row, then finds it
-        reminded. (Recorded first and posted after, such a kill would lose it.)"""
+        On Postgres (several processes) the post happens while the claim is uncommitted: a
+        process killed during the post (a slow Slack call) rolls the claim back and the next
+        tick, in any process, posts it; a racing tick waits on the row, then finds it reminded.
+        On SQLite (one process) the claim commits first: a write transaction held over a Slack
+        call would hold up every other write."""
+        inside = self.db.is_postgres
         posted = False
         try:
             async with self.db.transaction() as session:
@@ -864,21 +821,18 @@ class HandoffService:
                 repo.audit(
                     session, "scheduler", "handoff_remind", "ok", f"handoff:{handoff_id}", now=now
                 )
-                waited = max(1, int((now - requested_at).total_seconds() // 60))
-                await self._thread(
-                    handoff_id,
-                    f"Reminder: this lead has waited {waited} minutes without an advisor. "
-                    "Press Claim to take it.",
-                    broadcast=True,
-                )
-                posted = True
+                if inside:
+                    await self._post_reminder(handoff_id, requested_at, now)
+                    posted = True
         except asyncio.CancelledError:
             raise
         except Exception:
-            if posted:
-                raise  # the commit failed: the reminder is out, the next tick may repeat it
+            if not inside or posted:
+                raise  # after the claim committed (or the commit failed after the post)
             log.exception("handoff %d reminder not posted; the next tick tries again", handoff_id)
             return False
+        if not inside:
+            await self._post_reminder(handoff_id, requested_at, now)
         if reminded_at is None:
             minutes = self.config.sla_minutes
             await self._tell_customer(
@@ -888,6 +842,15 @@ class HandoffService:
                 "wait",
             )
         return True
+
+    async def _post_reminder(self, handoff_id: int, requested_at: datetime, now: datetime) -> None:
+        waited = max(1, int((now - requested_at).total_seconds() // 60))
+        await self._thread(
+            handoff_id,
+            f"Reminder: this lead has waited {waited} minutes without an advisor. "
+            "Press Claim to take it.",
+            broadcast=True,
+        )
 
     async def _return_idle(self, handoff_id: int, now: datetime) -> bool:
         cutoff = now - timedelta(minutes=self.config.idle_minutes)
