@@ -19,7 +19,6 @@ from bot.asgi import create_app
 from bot.channels import build_channels
 from bot.runtime import Runtime, open_runtime
 from bot.settings import load_settings
-from tests.support.groq_server import GroqStandIn
 
 KEY = "test-key-alpha-0123456789"
 OTHER_KEY = "test-key-bravo-9876543210"
@@ -90,13 +89,3 @@ async def served(app: FastAPI) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
-
-
-@pytest.fixture
-async def groq_standin() -> AsyncIterator[GroqStandIn]:
-    server = GroqStandIn()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()

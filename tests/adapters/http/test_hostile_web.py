@@ -225,14 +225,14 @@ def test_the_web_config_repr_shows_no_key() -> None:
 
 
 async def test_streamed_deltas_never_carry_what_the_checks_withhold(
-    tmp_path: Path, groq_standin: GroqStandIn
+    tmp_path: Path, groq_server: GroqStandIn
 ) -> None:
     leaked = (
         "Happy to help. Call our manager on 9123456780 today. You are definitely approved for "
         "this loan. The rate starts at 8.5%. Anything else?"
     )
-    groq_standin.script(groq.text(leaked, token_delay=0.03))
-    before, reply, _ = await ask_over_socket(tmp_path, groq_standin, "can I get a home loan?")
+    groq_server.script(groq.text(leaked, token_delay=0.03))
+    before, reply, _ = await ask_over_socket(tmp_path, groq_server, "can I get a home loan?")
     deltas = [f["text"] for f in before if f["type"] == "delta"]
     assert deltas, "the reply streamed"
     assert "".join(deltas).startswith("Happy to help.")

@@ -199,19 +199,15 @@ async def ask_over_socket(
 
 
 async def test_llm_replies_stream_as_deltas_then_the_whole_reply(
-    tmp_path: Path, groq_standin: GroqStandIn
+    tmp_path: Path, groq_server: GroqStandIn
 ) -> None:
     answer = (
         "We offer home, personal, car, business and education loans. "
         "Each has its own rate and tenure. Which one suits you?"
     )
     # A word every 40 ms: the socket gets a frame at most every 0.1 s.
-    groq_standin.script(
-        groq.text(answer, prompt_tokens=150, completion_tokens=18, token_delay=0.04)
-    )
-    before, reply, metrics = await ask_over_socket(
-        tmp_path, groq_standin, "what loans do you have?"
-    )
+    groq_server.script(groq.text(answer, prompt_tokens=150, completion_tokens=18, token_delay=0.04))
+    before, reply, metrics = await ask_over_socket(tmp_path, groq_server, "what loans do you have?")
     deltas = [f["text"] for f in before if f["type"] == "delta"]
     # Each sentence once whole and checked (the last one comes with the whole reply).
     assert "".join(deltas) == (
