@@ -140,15 +140,13 @@ def _committed(
 ) -> T:
     """``fn`` in a transaction on ``conn``; a relaxed one commits without syncing the disk
     (the begin listener sets the connection's mode for each transaction)."""
-    if durable:
-        with conn.begin():
-            return fn(conn, *args, **kwargs)
-    conn.info[_RELAXED] = True
+    if not durable:
+        conn.info[_RELAXED] = True
     try:
         with conn.begin():
             return fn(conn, *args, **kwargs)
     finally:
-        del conn.info[_RELAXED]
+        conn.info.pop(_RELAXED, None)
 
 
 def _fsync(path: Path) -> None:
@@ -220,11 +218,12 @@ class Database:
     _in_thread: int = field(default=0, init=False, repr=False)
     _thread_idle: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
-    # Group commit: commits asked to be durable (a count), those a finished sync covered, the
-    # task running syncs, what a failed sync raised, and a condition to wait on.
+    # Group commit: commits asked to be durable (a count), those a finished sync covered, those
+    # a failed sync was for (and what it raised), the task running syncs, and a condition.
     _sync_asked: int = field(default=0, init=False, repr=False)
     _sync_done: int = field(default=0, init=False, repr=False)
-    _sync_failed: tuple[int, BaseException] | None = field(default=None, init=False, repr=False)
+    _sync_failed: int = field(default=0, init=False, repr=False)
+    _sync_error: BaseException | None = field(default=None, init=False, repr=False)
     _syncer: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     _synced: asyncio.Condition | None = field(default=None, init=False, repr=False)
     _sync_loop: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False)
@@ -252,24 +251,27 @@ class Database:
         if self._syncer is None or self._syncer.done():
             self._syncer = loop.create_task(self._sync_rounds())
         async with self._synced:
-            await self._synced.wait_for(lambda: self._sync_done >= mine or self._failed(mine))
-        failed = self._sync_failed
-        if self._sync_done < mine and failed is not None:
-            raise StoreUnavailable(f"the database log could not be synced: {failed[1]}")
+            await self._synced.wait_for(lambda: self._settled >= mine)
+        if self._sync_done < mine:
+            raise StoreUnavailable(f"the database log could not be synced: {self._sync_error}")
 
-    def _failed(self, mine: int) -> bool:
-        return self._sync_failed is not None and self._sync_failed[0] >= mine
+    @property
+    def _settled(self) -> int:
+        """Callers up to this one have their answer: synced, or told the sync failed."""
+        return max(self._sync_done, self._sync_failed)
 
     async def _sync_rounds(self) -> None:
         assert self.wal_path is not None and self._synced is not None
         loop = asyncio.get_running_loop()
-        while self._sync_done < self._sync_asked:
+        # A round per wave of callers; a failed round answers its own callers and the next
+        # ones get a round of their own (no retry loop when the disk keeps failing).
+        while self._settled < self._sync_asked:
             covers = self._sync_asked  # every commit counted so far is in the log already
             try:
                 await loop.run_in_executor(None, _fsync, self.wal_path)
             except OSError as exc:
                 log.error("syncing %s failed: %s", self.wal_path, exc)
-                self._sync_failed = (covers, exc)
+                self._sync_failed, self._sync_error = covers, exc
             else:
                 self._sync_done = covers
                 self.log_syncs += 1
@@ -405,8 +407,9 @@ class Database:
         # bench/http_api.py). Past a size, RESTART waits for the writer in progress and holds
         # new ones back (a few milliseconds: they wait on the database thread) until the log is
         # folded back and can start from its beginning again.
-        wal = Path(f"{url.database}-wal")
-        mode = "RESTART" if wal.exists() and wal.stat().st_size > WAL_RESTART_BYTES else "PASSIVE"
+        wal = self.wal_path
+        big = wal is not None and wal.exists() and wal.stat().st_size > WAL_RESTART_BYTES
+        mode = "RESTART" if big else "PASSIVE"
         connection = sqlite3.connect(url.database, timeout=1)
         try:
             connection.execute(f"PRAGMA wal_checkpoint({mode})")

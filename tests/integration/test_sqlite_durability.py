@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
+from core.errors import StoreUnavailable
 from core.messages import Inbound
 from core.store.database import Database, create_database
 from core.store.schema import upgrade_to_head
@@ -177,3 +178,19 @@ async def test_an_existing_world_readable_database_is_tightened(
         assert mode(tmp_path) == 0o755
     finally:
         await db.dispose()
+
+
+async def test_a_log_that_cannot_be_synced_refuses_the_message_and_recovers(
+    sqlite_database: Database, tmp_path: Path
+) -> None:
+    db = sqlite_database
+    wal = db.wal_path
+    (tmp_path / "a-file").write_text("not a folder")
+    db.wal_path = tmp_path / "a-file" / "log"  # opening it fails: the disk "refuses"
+    try:
+        results = await asyncio.gather(*(db.sync_log() for _ in range(5)), return_exceptions=True)
+        assert all(isinstance(r, StoreUnavailable) for r in results)
+        assert db._syncer is not None and db._syncer.done()  # no retry loop left spinning
+    finally:
+        db.wal_path = wal
+    await db.sync_log()  # the disk is back: the next caller gets a round of its own
