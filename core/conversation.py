@@ -78,10 +78,10 @@ class ServiceConfig:
     # Consecutive waiting messages of one sender answered as one turn (ESOTERIC_MERGE_MESSAGES).
     merge_messages: int = 5
     # Edits of one message answered at most this many times (ESOTERIC_MAX_EDITS).
+    max_edits: int = 3
     # Messages a sender may send a minute before flood control answers "slow down" (only
     # for the default chain; the composition root builds its own from settings).
     flood_per_minute: int = 20
-    max_edits: int = 3
     # A message whose turn fails this many times is given up (the customer is told).
     max_turn_attempts: int = 3
     # Recovery leaves work younger than this to the jobs that are about to do it.
