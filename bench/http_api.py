@@ -47,8 +47,15 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's CPU time so far, user and system (Linux): on shared cores, the server's
+    CPU per request is steadier than its throughput, which the clients' CPU also bounds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.asynccontextmanager
-async def serve(data_dir: Path, memory: list[float | None]) -> AsyncIterator[str]:
+async def serve(data_dir: Path, memory: list[float | None]) -> AsyncIterator[tuple[str, int]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ESOTERIC_", "GROQ_"))}
     env.pop("DATABASE_URL", None)
@@ -74,7 +81,7 @@ async def serve(data_dir: Path, memory: list[float | None]) -> AsyncIterator[str
                     if (await client.get(f"{base}/health")).status_code == 200:
                         break
                 await asyncio.sleep(0.1)
-        yield base
+        yield base, process.pid
     finally:
         memory.append(peak_rss_mib(process.pid))
         process.send_signal(signal.SIGTERM)
@@ -103,18 +110,20 @@ async def visitor(base: str, deadline: float, latencies: list[float], errors: li
 async def main(clients: int, seconds: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         memory: list[float | None] = []
-        async with serve(Path(tmp), memory) as base:
+        async with serve(Path(tmp), memory) as (base, pid):
             # Warm up: imports, the first SQLite pages, connections.
             warmup = time.perf_counter() + 1.0
             await asyncio.gather(*(visitor(base, warmup, [], []) for _ in range(clients)))
             latencies: list[float] = []
             errors: list[int] = []
+            cpu_before = cpu_seconds(pid)
             started = time.perf_counter()
             deadline = started + seconds
             await asyncio.gather(
                 *(visitor(base, deadline, latencies, errors) for _ in range(clients))
             )
             elapsed = time.perf_counter() - started
+            cpu = cpu_seconds(pid) - cpu_before
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
@@ -122,6 +131,7 @@ async def main(clients: int, seconds: float) -> None:
     print(f"requests: {len(latencies)} in {elapsed:.1f} s, errors: {len(errors)}")
     print(f"throughput: {len(latencies) / elapsed:.0f} requests/s")
     print(f"latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(f"server CPU: {cpu / len(latencies) * 1000:.2f} ms per request")
     if memory and memory[0] is not None:
         print(f"server peak RSS: {memory[0]:.0f} MiB")
 

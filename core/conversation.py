@@ -360,7 +360,9 @@ class ConversationService:
         if persisted is not None and persisted.outbox_id is not None and reply is not None:
             item = _item(data, persisted, reply)
             if turn.live is not None:
-                await self._finish_stream(turn.live, reply, item)
+                await self._finish_stream(turn.live, reply, item, persisted.delivered)
+            elif persisted.delivered:
+                await self.outbox.show(item)
             elif persisted.sending:
                 await self.outbox.send(item)
         elif turn.live is not None:
@@ -419,10 +421,13 @@ class ConversationService:
         )
         # Behind an item waiting out a retry-after, the reply waits too (the chat's flush
         # sends it), so nothing of a chat overtakes anything.
-        persisted = await self.store.persist_turn(data, answer, self.clock(), clear)
+        delivered = bool(getattr(turn.port, "delivered_when_stored", False))
+        persisted = await self.store.persist_turn(data, answer, self.clock(), clear, delivered)
         return reply, persisted
 
-    async def _finish_stream(self, live: LiveReply, reply: Reply, item: OutboxRow) -> None:
+    async def _finish_stream(
+        self, live: LiveReply, reply: Reply, item: OutboxRow, delivered: bool
+    ) -> None:
         live.resolve(reply)
         status, error = OutboxStatus.SENT, None
         assert live.delivery is not None
@@ -433,7 +438,8 @@ class ConversationService:
         except Exception as exc:
             status, error = OutboxStatus.FAILED, str(exc)[:500]
             log.exception("streamed delivery failed", extra={"reply_id": item.message_id})
-        await self.store.mark_outbox(item.id, item.message_id, status, self.clock(), error)
+        if not delivered:
+            await self.store.mark_outbox(item.id, item.message_id, status, self.clock(), error)
 
     async def _failed(self, data: TurnData, exc: Exception) -> None:
         """A turn raised. Counted against its messages: retried (the job raises, the queue

@@ -72,6 +72,18 @@ class Outbox:
         await self.store.mark_outbox(item.id, item.message_id, OutboxStatus.SENT, self.clock())
         return OutboxStatus.SENT
 
+    async def show(self, item: OutboxRow) -> None:
+        """Show an item stored as delivered (``delivered_when_stored``): nothing to record."""
+        port = self.ports.get(item.channel)
+        if port is None:
+            return
+        try:
+            await port.send(target_of(item), Reply.from_payload(item.payload))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("outbox item %d stored but not shown", item.id)
+
     async def retry_later(self, item: OutboxRow, exc: RetryLater) -> str:
         now = self.clock()
         if item.attempts + 1 >= MAX_SEND_ATTEMPTS:

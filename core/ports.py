@@ -10,7 +10,10 @@ from core.messages import Reply, Target
 
 @runtime_checkable
 class OutboundPort(Protocol):
-    """Implemented by each channel. Optional features (buttons, streaming) degrade to text."""
+    """Implemented by each channel. Optional features (buttons, streaming) degrade to text.
+
+    A channel whose clients read replies from the store sets ``delivered_when_stored = True``:
+    its replies are stored as sent, and a failed ``send`` is logged, not recorded."""
 
     async def send(self, target: Target, reply: Reply) -> None:
         """Deliver a whole reply, splitting it to fit the platform if needed."""

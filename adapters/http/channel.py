@@ -172,6 +172,9 @@ class WebChannel:
     """The outbound and streaming ports for channel "web", and the API behind them."""
 
     name = CHANNEL
+    # A web client reads its replies from the store (the API's response, GET of the session, a
+    # socket's reconnect): a stored reply is a delivered one, and the frames are a courtesy.
+    delivered_when_stored = True
 
     def __init__(
         self,
@@ -334,27 +337,36 @@ class WebChannel:
             awaited=True,
         )
 
-    async def converse(self, inbound: Inbound) -> ChatResult:
+    async def converse(self, inbound: Inbound, *, answered_then_synced: bool = False) -> ChatResult:
         """Hand one message to the core and wait for its turn, which may run in any process.
         A retry of a message (same client message id, on any worker) waits for the same turn
-        and gets its reply and message id, marked as a duplicate."""
+        and gets its reply and message id, marked as a duplicate.
+
+        ``answered_then_synced``: for a caller whose only acknowledgement is the answer (a REST
+        response), the message is made durable once answered rather than before its turn:
+        one sync then covers the message and its reply, and the turn does not wait for the
+        disk. Raises ``StoreUnavailable`` (nothing acknowledged; a retry gets the reply) when
+        the sync fails."""
         if not self._accepting:
             raise ShuttingDown
-        task = asyncio.ensure_future(self._converse(inbound))
+        task = asyncio.ensure_future(self._converse(inbound, not answered_then_synced))
         self._turns.add(task)
         task.add_done_callback(self._turns.discard)
         # Shielded: a client that disconnects does not cancel the wait; the turn answers anyway.
         return await asyncio.shield(task)
 
-    async def _converse(self, inbound: Inbound) -> ChatResult:
+    async def _converse(self, inbound: Inbound, durable: bool) -> ChatResult:
         try:
-            accepted = await self.service.accept(inbound, expect=True)
+            accepted = await self.service.accept(inbound, expect=True, durable=durable)
         except ChatEnded:
             await self._ended_elsewhere(inbound.chat_key)
             raise
         if accepted is not None:
             assert accepted.outcome is not None
-            return _result(await accepted.outcome, duplicate=False)
+            outcome = await accepted.outcome
+            if not durable:
+                await self.service.sync_inbound()
+            return _result(outcome, duplicate=False)
         if inbound.event_id is None:
             return ChatResult(None, None, True)
         original = await self.service.find_event(CHANNEL, inbound.event_id)

@@ -213,7 +213,7 @@ def build_router(channel: WebChannel) -> APIRouter:
             raise _too_many(limited)
         inbound = channel.inbound(record.id, body.message, body.client_message_id)
         try:
-            result = await _store(channel.converse(inbound))
+            result = await _store(channel.converse(inbound, answered_then_synced=True))
         except ShuttingDown:
             raise _unavailable("the server is restarting; send the message again") from None
         except ChatEnded:

@@ -158,6 +158,8 @@ class Persisted:
     sending: bool
     # The outbox items of the turn's posts, to send after it (pending).
     posts: tuple[int, ...] = ()
+    # Delivered by being stored (stored "sent"): the turn shows it, and marks nothing after.
+    delivered: bool = False
 
 
 # One statement whether the user is new or known; safe when two processes race.
@@ -554,10 +556,17 @@ def load_turn(
 
 
 def persist_turn(
-    conn: Connection, turn: TurnData, answer: Answer, now: datetime, send_now: bool
+    conn: Connection,
+    turn: TurnData,
+    answer: Answer,
+    now: datetime,
+    send_now: bool,
+    delivered: bool = False,
 ) -> Persisted | None:
     """Store the reply with its outbox item, and the turn's posts, and mark the turn's
     messages answered by it, in one transaction. ``None`` when the turn stores nothing to send.
+    With ``delivered`` (and ``send_now``), the reply is stored as sent: for a channel whose
+    client reads replies from the store (the web API), storing it is delivering it.
     Raises ``TurnAlreadyAnswered`` (and writes nothing) when the messages were answered
     already: only a turn run twice, which the chat's lock rules out, could see that, and its
     reply must never go out."""
@@ -582,6 +591,7 @@ def persist_turn(
         _claim(q, ids_sql, ids, turn.message_ids, MessageStatus.IGNORED, None, now)
         q.notify(turn.message_ids, awaited)
         return Persisted(None, None, False, posts) if posts else None
+    delivered = delivered and send_now
     meta = dict(answer.meta)
     if answer.lead is not None:
         meta["lead_id"] = _insert_lead(q.conn, turn, answer.lead, now)
@@ -591,11 +601,12 @@ def persist_turn(
         q.one(
             "INSERT INTO messages (conversation_id, channel, direction, author, text, status,"
             " created_at, reply_to_id, meta) VALUES (:cid, :channel, 'out', 'bot', :text,"
-            " 'pending', :now, :reply_to, :meta) RETURNING id",
+            " :status, :now, :reply_to, :meta) RETURNING id",
             {
                 "cid": turn.conversation_id,
                 "channel": turn.channel,
                 "text": answer.text,
+                "status": OutboxStatus.SENT if delivered else "pending",
                 "now": now,
                 "reply_to": turn.message_id,
                 "meta": meta,
@@ -628,9 +639,10 @@ def persist_turn(
         payload=_flags(answer.payload),
         now=now,
         sending=send_now,
+        delivered=delivered,
     )
     q.notify(turn.message_ids, awaited)
-    return Persisted(reply_id, outbox_id, send_now, posts)
+    return Persisted(reply_id, outbox_id, send_now, posts, delivered)
 
 
 def _claim(
@@ -698,13 +710,18 @@ def _insert_outbox(
     now: datetime,
     sending: bool,
     broadcast_id: int | None = None,
+    delivered: bool = False,
 ) -> int:
+    if delivered:
+        status = OutboxStatus.SENT
+    else:
+        status = OutboxStatus.SENDING if sending else OutboxStatus.PENDING
     return int(
         q.one(
             "INSERT INTO outbox (conversation_id, message_id, broadcast_id, kind, channel,"
-            " chat_key, thread, reply_to, payload, status, attempts, claimed_at, created_at)"
-            " VALUES (:cid, :mid, :bid, :kind, :channel, :chat_key, :thread, :reply_to,"
-            " :payload, :status, 0, :claimed_at, :now) RETURNING id",
+            " chat_key, thread, reply_to, payload, status, attempts, claimed_at, created_at,"
+            " sent_at) VALUES (:cid, :mid, :bid, :kind, :channel, :chat_key, :thread,"
+            " :reply_to, :payload, :status, :attempts, :claimed_at, :now, :sent_at) RETURNING id",
             {
                 "cid": conversation_id,
                 "mid": message_id,
@@ -715,9 +732,11 @@ def _insert_outbox(
                 "thread": chat.thread,
                 "reply_to": reply_to,
                 "payload": payload,
-                "status": OutboxStatus.SENDING if sending else OutboxStatus.PENDING,
+                "status": status,
                 "claimed_at": now if sending else None,
                 "now": now,
+                "sent_at": now if delivered else None,
+                "attempts": 1 if delivered else 0,
             },
         )[0]
     )
@@ -1015,12 +1034,17 @@ class TurnStore:
         return await self.db.run_core(pending_for_chat, chat)
 
     async def persist_turn(
-        self, turn: TurnData, answer: Answer, now: datetime, send_now: bool
+        self,
+        turn: TurnData,
+        answer: Answer,
+        now: datetime,
+        send_now: bool,
+        delivered: bool = False,
     ) -> Persisted | None:
         # Only a customer's message must be on disk before it is acknowledged; a reply lost to
         # a power cut leaves its message unanswered, and it is answered again after the restart
         # (the next durable commit, usually the next message stored, makes it durable anyway).
-        return await self.db.run_core_relaxed(persist_turn, turn, answer, now, send_now)
+        return await self.db.run_core_relaxed(persist_turn, turn, answer, now, send_now, delivered)
 
     async def record_failure(
         self, message_ids: Sequence[int], now: datetime, max_attempts: int
