@@ -1,4 +1,20 @@
-"""The Telegram channel's whole path against a bare python-telegram-bot echo bot.
+"""The Telegram channel's whole path, measured against python-telegram-bot floors.
+
+Default (``--mode realistic``, ``bench/telegram_realistic.py``): customers' traffic in a stated
+mix (product questions answered from the bundled knowledge base, slot answers, greetings,
+commands; ``bench/telegram_traffic.py``) through ``esoteric serve`` with retrieval on (the real
+model, embedded Chroma ingested before timing), with the scripted agent and with the LLM agent
+against an instant Groq stand-in, Telegram's send pace on and off; beside the bare PTB echo bot
+and the echo bot making one groq-SDK call per update, in the same run. Prints each system's CPU
+per update, peak RSS, p50/p99, updates/s and the CPU ratios to the floors, then a burst of
+2,000 updates over 200 chats on the LLM path with the pace on (replies/s against the budget).
+
+    python bench/telegram.py                          # about five minutes
+    python bench/telegram.py --rounds 2 --burst-updates 0
+    python bench/telegram.py --mode burst
+
+``--mode script`` is the earlier comparison: a scripted loan conversation the scripted agent
+answers without retrieval, in-process bots, throughput against the echo bot:
 
 Both bots long-poll the same stand-in Bot API, which runs in its own process (so its CPU is not
 charged to the bot). The load is closed-loop in waves: every chat sends one message, and the
@@ -14,7 +30,7 @@ startup, as ``esoteric serve`` runs. The target compares each as it ships; the l
 ratios are printed beside it. Telegram's 30 messages/s pace is off for this run: it would cap
 both bots far below what they can do, and the point is the bot's own overhead.
 
-    python bench/telegram.py --chats 8 --waves 90 --rounds 3
+    python bench/telegram.py --mode script --chats 8 --waves 90 --rounds 3
 """
 
 from __future__ import annotations
@@ -27,7 +43,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +55,10 @@ else:
     sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
-from aiohttp import web  # noqa: E402
 
-from tests.support.telegram_server import (  # noqa: E402
-    TOKEN,
-    ApiCall,
-    TelegramServer,
-    message_update,
-)
+from bench.telegram_standin import ECHO_TOKEN, run_stand_in  # noqa: E402
+from tests.support.telegram_server import TOKEN, message_update  # noqa: E402
 
-ECHO_TOKEN = "7099999999:AAEchoBotTokenForLocalBenchOnly_xyz"
-ECHO_ME = {"id": 7099999999, "is_bot": True, "first_name": "Echo", "username": "echo_bench_bot"}
 SCRIPT = [
     "hi",
     "I need a home loan",
@@ -59,76 +67,6 @@ SCRIPT = [
     "my salary is 1.2 lakh a month",
     "/reset",
 ]
-
-
-# -- the stand-in, in its own process -------------------------------------------------------------
-
-
-class WaveServer(TelegramServer):
-    """The stand-in plus one control route: queue a wave of updates, answer when every chat in
-    it has its replies, with each update's latency as the stand-in measured it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_bot(ECHO_TOKEN, ECHO_ME)
-        self.replies: dict[tuple[str, str], list[float]] = defaultdict(list)
-        self.wave_done = asyncio.Event()
-        self.waiting: dict[tuple[str, str], int] = {}
-        self.on_call = self._track
-
-    def add_routes(self, app: web.Application) -> None:
-        super().add_routes(app)
-        app.router.add_post("/_control/wave", self._wave)
-        app.router.add_get("/_control/calls/{token}", self._counts)
-
-    def _track(self, call: ApiCall) -> None:
-        if call.method != "sendMessage" or call.status != 200:
-            return
-        key = (call.token, str(call.chat_id))
-        self.replies[key].append(call.at)
-        if key in self.waiting and len(self.replies[key]) >= self.waiting[key]:
-            del self.waiting[key]
-            if not self.waiting:
-                self.wave_done.set()
-
-    async def _counts(self, request: web.Request) -> web.Response:
-        token = request.match_info["token"]
-        counts: dict[str, int] = defaultdict(int)
-        for call in self.calls:
-            if call.token == token:
-                counts[call.method] += 1
-        return web.json_response(counts)
-
-    async def _wave(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        token, updates = body["token"], body["updates"]
-        expected: dict[tuple[str, str], int] = defaultdict(int)
-        for update in updates:
-            expected[(token, str(update["message"]["chat"]["id"]))] += 1
-        starts = {key: len(self.replies[key]) for key in expected}
-        self.waiting = {key: starts[key] + n for key, n in expected.items()}
-        self.wave_done.clear()
-        pushed = time.perf_counter()
-        for update in updates:
-            await self.push(update, token)
-        await asyncio.wait_for(self.wave_done.wait(), 60)
-        latencies = []
-        for key, n in expected.items():
-            latencies += [at - pushed for at in self.replies[key][starts[key] : starts[key] + n]]
-        return web.json_response({"latencies": latencies, "done": time.perf_counter() - pushed})
-
-
-def run_stand_in(port_pipe: Any) -> None:
-    async def main() -> None:
-        server = WaveServer()
-        await server.start()
-        port_pipe.send(server.port)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.close()
-
-    asyncio.run(main())
 
 
 # -- the two bots ------------------------------------------------------------------------------
@@ -164,6 +102,8 @@ async def drive(
                 f"{base}/_control/wave", data=json.dumps({"token": token, "updates": updates})
             ) as response:
                 result = await response.json()
+            if "error" in result:
+                raise RuntimeError(result["error"])
             if wave >= warmup:
                 latencies += result["latencies"]
                 elapsed += result["done"]
@@ -414,12 +354,49 @@ def bench(port: int, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chats", type=int, default=8)
-    parser.add_argument("--waves", type=int, default=90)
-    parser.add_argument("--warmup", type=int, default=12)
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--mode", choices=("realistic", "burst", "script"), default="realistic")
+    parser.add_argument("--chats", type=int, help="chats per wave (default 8)")
+    parser.add_argument("--waves", type=int, help="measured waves (realistic 60, script 90)")
+    parser.add_argument("--warmup", type=int, help="warm-up waves (realistic 10, script 12)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
+    parser.add_argument("--workers", type=int, default=8, help="script mode: turns in flight")
+    realistic = parser.add_argument_group("realistic and burst modes")
+    realistic.add_argument(
+        "--paced-waves", type=int, default=20, help="measured waves with the 30 msg/s pace"
+    )
+    realistic.add_argument(
+        "--repeat-share", type=float, default=0.25,
+        help="share of product questions repeating one asked before (query-vector cache hits)",
+    )  # fmt: skip
+    realistic.add_argument("--seed", type=int, default=14)
+    realistic.add_argument(
+        "--systems", default="echo,echo-llm,scripted,llm,scripted-paced,llm-paced",
+        help="comma list of: echo, echo-llm, scripted, llm, scripted-paced, llm-paced",
+    )  # fmt: skip
+    realistic.add_argument("--burst-updates", type=int, default=2000, help="0: no burst")
+    realistic.add_argument("--burst-chats", type=int, default=200)
+    realistic.add_argument(
+        "--py-spy", type=Path, metavar="DIR",
+        help="record each Esoteric run's measured waves with py-spy into DIR and print where "
+        "its CPU went, by component",
+    )  # fmt: skip
+    realistic.add_argument("--top", type=int, default=0, help="with --py-spy: top frames")
+    realistic.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a further setting for every Esoteric run, e.g. ESOTERIC_WORKER_CONCURRENCY=64",
+    )  # fmt: skip
     args = parser.parse_args()
+    script = args.mode == "script"
+    args.chats = args.chats or 8
+    args.waves = args.waves or (90 if script else 60)
+    args.warmup = args.warmup if args.warmup is not None else (12 if script else 10)
+    args.rounds = args.rounds or 3
+    if not script:
+        from bench.telegram_realistic import bench as realistic_bench
+
+        args.systems = [] if args.mode == "burst" else args.systems.split(",")
+        asyncio.run(realistic_bench(args))
+        return
     # The stand-in is forked before this process starts an event loop.
     parent, child = multiprocessing.Pipe()
     process = multiprocessing.get_context("fork").Process(
