@@ -20,6 +20,7 @@ from adapters.http.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.runtime import Runtime
 from core.errors import StoreUnavailable
+from core.knowledge.gate import KnowledgeNotReady
 from core.store.database import ping
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,15 @@ def create_app(runtime: Runtime, channels: list[ChannelAdapter]) -> FastAPI:
             headers={"Retry-After": "5"},
         )
 
+    @app.exception_handler(KnowledgeNotReady)
+    async def knowledge_not_ready(request: Request, exc: KnowledgeNotReady) -> Response:
+        # A search of a knowledge base still opening or ingesting (chat turns answer meanwhile).
+        return JSONResponse(
+            {"detail": f"the knowledge base is not ready: {public_detail(False, str(exc))}"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         # The HTTP error funnel: logged in full here, never shown to the caller.
@@ -153,6 +163,8 @@ def create_app(runtime: Runtime, channels: list[ChannelAdapter]) -> FastAPI:
             checks[channel.name] = report(channel.name, ok, detail)
         all_ok = all(c["ok"] for c in checks.values())
         # Reported, but not failing readiness: without it the bot still serves, unretrieved.
+        # So is a knowledge base still opening or ingesting ("ingesting 40 of 120 chunks"):
+        # turns are answered meanwhile, so a load balancer should keep sending them.
         if runtime.knowledge is None:
             checks["knowledge"] = {
                 **report("knowledge", False, runtime.knowledge_problem),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import sys
 import time
@@ -15,6 +16,7 @@ from core.errors import KnowledgeError
 
 if TYPE_CHECKING:
     from core.knowledge.base import KnowledgeBase
+    from core.knowledge.gate import KnowledgeGate
 
 # chromadb and onnxruntime are imported on first use: they take seconds to import, which every
 # command would otherwise pay, with or without a knowledge base.
@@ -185,15 +187,49 @@ async def knowledge_for_runtime(settings: Settings) -> tuple[KnowledgeBase | Non
         if report is not None:
             log.info("bundled knowledge base: %d chunks stored", report.added + report.unchanged)
     else:
-        try:
-            empty = await kb.count() == 0
-        except KnowledgeError:
-            empty = False  # reported by /ready; lookups fail soft meanwhile
-        if empty:
-            # A shared server is never filled implicitly; say how to fill it.
-            log.warning(
-                "the knowledge base at %s is empty; run `esoteric kb ingest --bundled` "
-                "(and your own documents)",
-                settings.chroma_url,
-            )
+        await _warn_if_empty(kb, settings)
     return kb, None
+
+
+async def _warn_if_empty(kb: KnowledgeBase, settings: Settings) -> None:
+    try:
+        empty = await kb.count() == 0
+    except KnowledgeError:
+        empty = False  # reported by /ready; lookups fail soft meanwhile
+    if empty:
+        # A shared server is never filled implicitly; say how to fill it.
+        log.warning(
+            "the knowledge base at %s is empty; run `esoteric kb ingest --bundled` "
+            "(and your own documents)",
+            settings.chroma_url,
+        )
+
+
+async def prepare_knowledge(settings: Settings, gate: KnowledgeGate) -> None:
+    """``esoteric serve``'s knowledge base, opened and (on the embedded default) brought up to
+    date with the bundled documents in the background, reporting to ``gate`` as it goes.
+    Raises ``KnowledgeError`` when there is none; the gate then says why."""
+    # Importing chromadb and onnxruntime takes most of a second: not on the event loop, which
+    # is already answering.
+    await asyncio.to_thread(importlib.import_module, "core.knowledge.base")
+    try:
+        kb = await open_knowledge(settings)
+    except KnowledgeError as exc:
+        problem = f"knowledge base unavailable, running without retrieval: {exc}"
+        log.warning(problem)
+        raise KnowledgeError(problem) from exc
+    gate.opened(kb)
+    if settings.chroma_url is None:
+        from core.knowledge.ingest import sync_bundled
+
+        try:
+            report = await sync_bundled(kb, overall=gate.progress)
+        except KnowledgeError as exc:
+            problem = f"knowledge base unavailable, running without retrieval: {exc}"
+            log.warning(problem)
+            raise KnowledgeError(problem) from exc
+        if report is not None:
+            log.info("bundled knowledge base: %d chunks stored", report.added + report.unchanged)
+    else:
+        await _warn_if_empty(kb, settings)
+    gate.ready()

@@ -8,18 +8,15 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from groq import AsyncGroq, DefaultAioHttpClient
 
-from bot.kb import knowledge_for_runtime
+from bot.kb import knowledge_for_runtime, prepare_knowledge
 from bot.settings import Settings
 from core.admin import AdminConfig, AdminService, summary_of_ingest
 from core.agent.base import Agent
 from core.agent.breaker import BreakerConfig, CircuitBreaker
-from core.agent.llm import LLMAgent, LLMConfig
 from core.agent.scripted import ScriptedAgent, ScriptedAgentConfig
 from core.catalogue import Catalogue, load_catalogue
 from core.conversation import ConversationService, ServiceConfig
@@ -41,6 +38,7 @@ from core.handlers import (
 from core.handoff import HandoffConfig, HandoffService, TickReport
 from core.jobs import close_idle_sessions, run_handoff_timers
 from core.knowledge.answer import knowledge_lookup
+from core.knowledge.gate import KnowledgeGate
 from core.knowledge.query import QueryExpander
 from core.knowledge.types import KnowledgeSearch
 from core.outbox import Outbox
@@ -49,6 +47,9 @@ from core.store.database import Database, create_database
 from core.store.schema import is_at_head, upgrade_to_head
 from core.store.turns import TurnStore
 from core.waiters import TurnWaiters
+
+if TYPE_CHECKING:
+    from core.agent.llm import LLMAgent
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ class Runtime:
     agent: Agent
     service: ConversationService
     scheduler: AsyncIOScheduler | None
-    # The knowledge base, when one could be opened (None: running without retrieval).
+    # The knowledge base, when one could be opened (None: running without retrieval); a
+    # ``KnowledgeGate`` when it is prepared in the background.
     knowledge: Any | None = None
     # Why there is no knowledge base, for /ready and the operator.
     knowledge_problem: str | None = None
@@ -127,8 +129,13 @@ def build_handoff_and_admin(
     async def reload_knowledge() -> str:
         from core.knowledge.ingest import sync_bundled
 
-        assert knowledge is not None
-        report = await sync_bundled(knowledge)
+        kb = knowledge
+        if isinstance(knowledge, KnowledgeGate):
+            if knowledge.state != "ready":
+                return f"The knowledge base is not ready yet ({knowledge.describe()})."
+            kb = knowledge.kb
+        assert kb is not None
+        report = await sync_bundled(kb)
         if report is None:
             return "The knowledge base is up to date: the bundled documents have not changed."
         return summary_of_ingest(report.added, report.unchanged, report.removed)
@@ -205,6 +212,13 @@ def build_llm_agent(
     the agent retries within the turn deadline, which the SDK's retry-after waits ignore. The
     SDK's aiohttp transport (its ``aiohttp`` extra) costs about a sixth less CPU per request
     than its default httpx one, and a tool turn makes two requests."""
+    # Imported here: the SDK and its transports take a tenth of a second and 18 MiB, which
+    # the scripted agent alone does not need.
+    import httpx
+    from groq import AsyncGroq, DefaultAioHttpClient
+
+    from core.agent.llm import LLMAgent, LLMConfig
+
     assert settings.groq_api_key is not None
     timeout = settings.llm_request_timeout_seconds
     client = AsyncGroq(
@@ -245,10 +259,16 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, scheduler: bool = True, run_turns: bool = True
+    settings: Settings,
+    *,
+    scheduler: bool = True,
+    run_turns: bool = True,
+    knowledge_in_background: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Everything but the channels. ``run_turns=False``: this process stores messages and
-    queues turns, but runs none (Postgres only; other processes' workers run them)."""
+    queues turns, but runs none (Postgres only; other processes' workers run them).
+    ``knowledge_in_background``: the knowledge base opens and ingests while turns are already
+    answered (without retrieval until it is ready); otherwise it is ready before this yields."""
     async with AsyncExitStack() as stack:
         db = create_database(
             settings.resolved_database_url,
@@ -262,7 +282,13 @@ async def open_runtime(
         await prepare_database(settings, db)
 
         catalogue = load_catalogue()
-        knowledge, knowledge_problem = await knowledge_for_runtime(settings)
+        knowledge: Any | None
+        if knowledge_in_background:
+            gate = KnowledgeGate()
+            gate.start(lambda gate: prepare_knowledge(settings, gate))
+            knowledge, knowledge_problem = gate, None
+        else:
+            knowledge, knowledge_problem = await knowledge_for_runtime(settings)
         if knowledge is not None:
             stack.push_async_callback(knowledge.close)
         scripted = ScriptedAgent(

@@ -49,7 +49,7 @@ async def work(settings: Settings, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings) as runtime:
+    async with open_runtime(settings, knowledge_in_background=True) as runtime:
         if not runtime.db.is_postgres:
             raise ConfigError(
                 "DATABASE_URL",
@@ -84,7 +84,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings) as runtime:
+    # The knowledge base opens (and a fresh store ingests) while the server already answers.
+    async with open_runtime(settings, knowledge_in_background=True) as runtime:
         channels = build_channels(runtime)
         app = create_app(runtime, channels)
         server = HttpServer(

@@ -39,6 +39,7 @@ from core.agent.scripted import ScriptedAgent
 from core.agent.tools import References, ToolSession
 from core.catalogue import Catalogue
 from core.errors import AgentError, KnowledgeError
+from core.knowledge.gate import KnowledgeNotReady
 from core.knowledge.query import needs_retrieval
 from core.knowledge.types import KnowledgeSearch
 from core.messages import Citation, Reply
@@ -295,6 +296,8 @@ class LLMAgent:
             try:
                 for hit in await self.knowledge.search(ctx.text, k=self.config.knowledge_k):
                     references.add(hit)
+            except KnowledgeNotReady:
+                pass  # still opening or ingesting: the model answers without references
             except KnowledgeError as exc:
                 log.warning("knowledge search failed; answering without references: %s", exc)
         tools = ToolSession(

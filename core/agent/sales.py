@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from core.agent.base import AgentResult, TurnContext
 from core.catalogue import Catalogue
+from core.knowledge.gate import KnowledgeNotReady
 from core.messages import Citation, Reply
 from core.salesdesk import (
     CATALOGUE_SOURCE,
@@ -51,7 +52,11 @@ class SalesAssistant:
                 return AgentResult(Reply(str(exc)), state)
             return AgentResult(emi_reply(request, self.currency), state)
         product = find_product(self.catalogue, text)
-        answer = await self.knowledge(text) if self.knowledge is not None else None
+        searched = self.knowledge is not None
+        try:
+            answer = await self.knowledge(text) if self.knowledge is not None else None
+        except KnowledgeNotReady:
+            answer, searched = None, False  # opening, ingesting or unavailable
         if product is not None:
             # The source named inline too, for channels that show citations late or not at all.
             facts = product_facts(product, self.currency)
@@ -75,7 +80,7 @@ class SalesAssistant:
         return AgentResult(
             Reply(
                 "I found nothing on that in the product catalogue"
-                + (" or the knowledge base" if self.knowledge is not None else "")
+                + (" or the knowledge base" if searched else "")
                 + ". Name a product (home, personal, car, business, education) or type "
                 f"{COMMAND} help."
             ),

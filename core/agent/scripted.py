@@ -16,6 +16,7 @@ from typing import Any
 from core.agent.base import AgentResult, LeadDraft, TurnContext
 from core.agent.sales import SalesAssistant
 from core.catalogue import Catalogue, Product
+from core.knowledge.gate import KnowledgeNotReady
 from core.loan import eligibility, summarise
 from core.messages import Choice, Citation, Reply
 from core.money import format_money
@@ -529,11 +530,14 @@ class ScriptedAgent:
         the message is no question."""
         if self.knowledge is None:
             return None
-        answer = await self.knowledge(text)
-        if answer is not None and product is not None and self.detect_product(text) is None:
-            # "what documents?" in the middle of a home loan quote means home loan documents;
-            # the plain question decides whether anything is known at all.
-            answer = await self.knowledge(f"{product.name}: {text}") or answer
+        try:
+            answer = await self.knowledge(text)
+            if answer is not None and product is not None and self.detect_product(text) is None:
+                # "what documents?" in the middle of a home loan quote means home loan
+                # documents; the plain question decides whether anything is known at all.
+                answer = await self.knowledge(f"{product.name}: {text}") or answer
+        except KnowledgeNotReady:
+            return None  # still opening or ingesting: answered as without a knowledge base
         if answer is not None:
             return answer
         if _QUESTION.search(text) and not _GREETING.search(text):

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from core.agent.base import HistoryItem, LeadDraft, TurnContext
 from core.catalogue import Catalogue, Product
 from core.errors import CatalogueError, KnowledgeError
+from core.knowledge.gate import KnowledgeNotReady
 from core.knowledge.types import Hit, KnowledgeSearch
 from core.loan import eligibility, summarise
 from core.money import format_money
@@ -393,6 +394,8 @@ class ToolSession:
             raise ToolFailure("the knowledge base is not available right now")
         try:
             hits = await self.knowledge.search(args.query, k=4)
+        except KnowledgeNotReady as exc:
+            raise ToolFailure("the knowledge base is still being prepared") from exc
         except KnowledgeError as exc:
             raise ToolFailure(f"the knowledge base failed: {exc}") from exc
         return {

@@ -7,6 +7,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 
 from core.errors import KnowledgeError
+from core.knowledge.gate import KnowledgeNotReady
 from core.knowledge.types import Hit, KnowledgeSearch
 from core.messages import Citation
 
@@ -98,11 +99,14 @@ def knowledge_lookup(
 ) -> Callable[[str], Awaitable[Answer | None]]:
     """The scripted agent's hook: an answer from the knowledge base, or ``None`` when nothing
     relevant is known (or retrieval failed, which is logged). ``expand`` rewrites the query
-    first (see ``QueryExpander``)."""
+    first (see ``QueryExpander``). ``KnowledgeNotReady`` passes through: the agent then answers
+    as without a knowledge base, rather than saying it knows nothing."""
 
     async def lookup(text: str) -> Answer | None:
         try:
             hits = await kb.search(expand(text) if expand else text, k)
+        except KnowledgeNotReady:
+            raise
         except KnowledgeError as exc:
             log.warning("knowledge lookup failed: %s", exc)
             return None

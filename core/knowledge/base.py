@@ -7,6 +7,7 @@ in small batches so that searches from chat turns interleave with a long ingesti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -116,8 +117,15 @@ class KnowledgeBase:
         return self._collection
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        call = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # The thread runs on regardless: let it finish (an upsert is one Chroma transaction)
+            # before whatever follows the cancellation, such as closing the client.
+            with contextlib.suppress(Exception):
+                await call
+            raise
         except KnowledgeError:
             raise
         except Exception as exc:  # chromadb raises assorted client and transport errors

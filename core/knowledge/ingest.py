@@ -132,16 +132,31 @@ def bundled_source_documents(docs: Sequence[tuple[str, str]]) -> list[SourceDocu
     ]
 
 
-async def sync_bundled(kb: KnowledgeBase, progress: Progress | None = None) -> IngestReport | None:
+async def sync_bundled(
+    kb: KnowledgeBase,
+    progress: Progress | None = None,
+    overall: Callable[[int, int], None] | None = None,
+) -> IngestReport | None:
     """Ingest the bundled documents when they differ from what the collection last took in.
-    Returns ``None`` when nothing changed."""
+    Returns ``None`` when nothing changed. ``overall`` hears (chunks in place, chunks in all)."""
     docs = await asyncio.to_thread(bundled_documents)
     digest = bundled_hash(docs)
     if await kb.get_marker(BUNDLED_MARKER) == digest:
         return None
     report = IngestReport()
-    for doc in await asyncio.to_thread(bundled_source_documents, docs):
-        await kb.ingest_source(doc, report, progress)
+    sources = await asyncio.to_thread(bundled_source_documents, docs)
+    total = sum(len(doc.chunks) for doc in sources)
+    finished = 0
+    for doc in sources:
+
+        def each(source: str, done: int, of: int, before: int = finished) -> None:
+            if progress:
+                progress(source, done, of)
+            if overall:
+                overall(before + done, total)
+
+        await kb.ingest_source(doc, report, each)
+        finished += len(doc.chunks)
     await kb.prune(BUNDLED_ROOT, [name for name, _ in docs], report)
     # Written last: an interrupted ingestion is simply redone on the next start.
     await kb.set_marker(BUNDLED_MARKER, digest)
