@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -163,6 +164,7 @@ async def start_floor(system: System, api_url: str, groq_url: str) -> Bot:
 async def start_esoteric(system: System, api_url: str, groq_url: str, data_dir: Path) -> Bot:
     """``esoteric serve`` with the Telegram channel on, configured through its settings."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-esoteric-"))
+    port = _free_port()
     env = _clean_env()
     env.update(
         PYTHONPATH=str(ROOT),
@@ -171,7 +173,7 @@ async def start_esoteric(system: System, api_url: str, groq_url: str, data_dir: 
         ESOTERIC_DATA_DIR=str(data_dir),
         DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'esoteric.db'}",
         ESOTERIC_EMBEDDING_MODEL_DIR=str(MODEL_DIR),
-        ESOTERIC_HTTP_PORT="0",
+        ESOTERIC_HTTP_PORT=str(port),
         ESOTERIC_FLOOD_MESSAGES_PER_MINUTE=str(FLOOD_OFF),
         ESOTERIC_TELEGRAM_MESSAGES_PER_SECOND=f"{system.pace:g}",
     )
@@ -193,7 +195,28 @@ async def start_esoteric(system: System, api_url: str, groq_url: str, data_dir: 
             raise RuntimeError(f"{system.name} did not start:\n{bot.tail()}")
         await asyncio.sleep(0.02)
     bot.ready_after = time.perf_counter() - bot.started
+    # The knowledge base may still be opening in the background: nothing is timed before
+    # searches use it (/ready reports it).
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/ready") as response:
+                    checks = (await response.json()).get("checks", {})
+                if checks.get("knowledge", {}).get("ok"):
+                    break
+            except aiohttp.ClientError:
+                pass
+            if process.returncode is not None or time.perf_counter() > deadline:
+                await bot.stop()
+                raise RuntimeError(f"{system.name}: no knowledge base:\n{bot.tail()}")
+            await asyncio.sleep(0.05)
     return bot
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def ingest_once(data_dir: Path) -> str:
