@@ -4,8 +4,10 @@
 
 Chunks are built from the bundled documents' sentences (seeded shuffle), so their length and
 vocabulary are the knowledge base's own. A query is what a chat turn pays: embedding the
-question plus the Chroma search. Targets: query p50 < 20 ms; ingestion >= 30 chunks/s on two
-cores. Figures are printed, never asserted.
+question (each worded afresh, as customers do) plus the search; a question asked again word
+for word reuses its vector and pays the search alone. CPU figures are the process's (all
+threads: onnxruntime's and Chroma's own too). Targets: query p50 < 20 ms; ingestion >= 30
+chunks/s on two cores. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -107,11 +109,22 @@ async def main() -> int:
         for q in questions[:5]:  # warm up
             await kb.search(q, 4)
         latencies = []
+        cpu = time.process_time()
         for i in range(args.queries):
-            q = questions[i % len(questions)]
+            # Worded afresh each time, so the embedding is paid as for a new question.
+            q = f"{questions[i % len(questions)]} ({i})"
             t = time.perf_counter()
             await kb.search(q, 4, floor=0.0)
             latencies.append((time.perf_counter() - t) * 1000)
+        query_cpu = (time.process_time() - cpu) / args.queries * 1000
+        again = []
+        cpu = time.process_time()
+        for i in range(args.queries):
+            q = f"{questions[i % len(questions)]} ({i})"
+            t = time.perf_counter()
+            await kb.search(q, 4, floor=0.0)
+            again.append((time.perf_counter() - t) * 1000)
+        again_cpu = (time.process_time() - cpu) / args.queries * 1000
         embed_only = []
         for q in questions:
             t = time.perf_counter()
@@ -135,6 +148,11 @@ async def main() -> int:
         f"query (embed + search, {args.queries} queries, {count} chunks): "
         f"p50 {percentile(latencies, 0.5):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms "
         f"(target p50 < 20 ms); embedding alone p50 {percentile(embed_only, 0.5):.1f} ms"
+    )
+    print(
+        f"query CPU (all threads): {query_cpu:.2f} ms per new question; asked again word for "
+        f"word (vector reused): {again_cpu:.2f} ms, p50 {percentile(again, 0.5):.2f} ms, "
+        f"p99 {percentile(again, 0.99):.2f} ms"
     )
     return 0
 

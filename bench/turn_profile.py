@@ -1,7 +1,9 @@
 """Where a realistic turn's time goes: customers' product questions answered by the scripted
 agent from the knowledge base (the real model and embedded Chroma), through ConversationService
 on SQLite. The main thread is profiled with cProfile; the knowledge search runs in a worker
-thread, so its parts are timed around the calls themselves.
+thread, so its parts are timed around the calls themselves: wall time, and the process's CPU
+time, which counts onnxruntime's and Chroma's own threads too (turns run one at a time, so little
+else runs meanwhile).
 
     python bench/turn_profile.py --turns 200            # every question worded differently
     python bench/turn_profile.py --turns 200 --repeat   # the same eight questions again and again
@@ -44,17 +46,23 @@ QUESTIONS = [
     "who can apply for a personal loan",
 ]
 THREAD_TIMES: collections.Counter[str] = collections.Counter()
+THREAD_CPU: collections.Counter[str] = collections.Counter()
+CALLS: collections.Counter[str] = collections.Counter()
 
 
 def _timed(owner: Any, name: str, label: str) -> None:
-    original = getattr(owner, name)
+    original = getattr(owner, name, None)
+    if original is None:  # a part this version does not have
+        return
 
     def timed(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             return original(*args, **kwargs)
         finally:
             THREAD_TIMES[label] += time.perf_counter() - started
+            THREAD_CPU[label] += time.process_time() - cpu
+            CALLS[label] += 1
 
     setattr(owner, name, timed)
 
@@ -73,10 +81,12 @@ def _cumulative(stats: pstats.Stats, where: str, function: str) -> float:
 
 
 async def main(turns: int, repeat: bool, model: Path) -> None:
-    _timed(MiniLMEmbedder, "embed", "embedding (tokenizer + ONNX)")
+    _timed(MiniLMEmbedder, "_forward", "embedding (tokenizer + ONNX)")
     _timed(Collection, "query", "Chroma query (HNSW + metadata)")
     _timed(Collection, "count", "Chroma count")
-    _timed(KnowledgeBase, "_search_sync", "knowledge search, all of it")
+    _timed(KnowledgeBase, "_exact_search", "exact search (numpy)")
+    _timed(KnowledgeBase, "_search_sync", "knowledge search in a thread")
+    _timed(KnowledgeBase, "search", "knowledge searches")
     settings = load_settings(
         data_dir=Path(tempfile.mkdtemp()), embedding_model_dir=model, log_level="WARNING",
         flood_messages_per_minute=10_000,
@@ -88,6 +98,8 @@ async def main(turns: int, repeat: bool, model: Path) -> None:
             text = f"{QUESTIONS[i % len(QUESTIONS)]} {i}"
             await service.handle(Inbound("bench", f"w{i}", f"w{i}", text, event_id=f"w{i}"))
         THREAD_TIMES.clear()
+        THREAD_CPU.clear()
+        CALLS.clear()
         profile = cProfile.Profile()
         started, cpu = time.perf_counter(), time.process_time()
         profile.enable()
@@ -103,7 +115,14 @@ async def main(turns: int, repeat: bool, model: Path) -> None:
     print(f"{turns} turns, {kind}: {wall / turns * 1000:.2f} ms wall, "
           f"{cpu / turns * 1000:.2f} ms CPU per turn (all threads)")  # fmt: skip
     for label, seconds in THREAD_TIMES.items():
-        print(f"  {label:38s} {seconds / turns * 1000:6.2f} ms/turn (worker thread)")
+        if label == "knowledge searches":
+            continue  # a coroutine: its wall time includes waiting
+        print(
+            f"  {label:38s} {seconds / turns * 1000:6.2f} ms/turn wall, "
+            f"{THREAD_CPU[label] / turns * 1000:6.2f} ms CPU (all threads), "
+            f"{CALLS[label] / turns:.2f} calls/turn"
+        )
+    print(f"  {'searches per turn':38s} {CALLS['knowledge searches'] / turns:6.2f}")
     parts = [
         ("query expansion", "core/knowledge/query.py", "expand"),
         ("scripted agent (rules, loan maths)", "core/agent/scripted.py", "respond"),

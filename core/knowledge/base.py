@@ -2,6 +2,14 @@
 
 Every Chroma and embedding call is synchronous, so each runs in a worker thread; ingestion goes
 in small batches so that searches from chat turns interleave with a long ingestion.
+
+On embedded Chroma, searches do not go through Chroma: a copy of the collection's vectors,
+texts and headings is kept in memory (1,000 chunks: 1.5 MiB of vectors) and searched exactly
+with one matrix product. Chroma's query cost more than a millisecond of CPU per question in its
+own threads, and its HNSW index is approximate. Embedded Chroma belongs to this process (another
+process's writes do not reach this process's Chroma queries either), so the copy is rebuilt
+after this process's own writes only. A Chroma server is shared and re-ingested by other
+processes: it is always asked.
 """
 
 from __future__ import annotations
@@ -9,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import chromadb
+import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings as ChromaSettings
@@ -28,6 +38,11 @@ log = logging.getLogger(__name__)
 COLLECTION = "esoteric-knowledge"
 DEFAULT_FLOOR = 0.30
 BATCH = 32
+# Past this many chunks the memory copy would cost more than it saves (20,000: 30 MiB of
+# vectors): searches go to Chroma's index instead.
+EXACT_MAX_CHUNKS = 20_000
+# Chunks read per call while copying the collection, to bound the transient float64 copy.
+COPY_PAGE = 1_000
 
 
 class KnowledgeUnavailable(KnowledgeError):
@@ -70,6 +85,45 @@ class SourceDocument:
     chunks: tuple[Chunk, ...]
 
 
+@dataclass(frozen=True)
+class _Vectors:
+    """A memory copy of the collection for exact cosine search: unit rows, one per chunk."""
+
+    generation: int
+    matrix: Any  # float32, chunks x dimensions
+    ids: tuple[str, ...]
+    texts: tuple[str, ...]
+    sources: tuple[str, ...]
+    headings: tuple[str, ...]
+
+    def top(self, vector: Any, k: int, floor: float) -> list[Hit]:
+        count = len(self.ids)
+        if count == 0 or k <= 0:
+            return []
+        scores = self.matrix @ vector
+        if k < count:
+            best = np.argpartition(-scores, k - 1)[:k]
+            best = best[np.argsort(-scores[best], kind="stable")]
+        else:
+            best = np.argsort(-scores, kind="stable")
+        hits = []
+        for i in best.tolist():
+            score = max(0.0, min(1.0, float(scores[i])))
+            if score < floor:
+                break
+            hits.append(Hit(self.ids[i], self.texts[i], self.sources[i], self.headings[i], score))
+        return hits
+
+
+def _in_process(client: ClientAPI) -> bool:
+    """Whether the client is embedded Chroma (not a client of a Chroma server)."""
+    try:
+        impl = str(client.get_settings().chroma_api_impl)
+    except Exception:  # an unknown client: treat it as shared
+        return False
+    return impl.rsplit(".", 1)[-1] in {"RustBindingsAPI", "SegmentAPI"}
+
+
 @dataclass
 class IngestReport:
     files: int = 0
@@ -104,6 +158,13 @@ class KnowledgeBase:
         # query's time); forgotten whenever chunks are deleted. A server that another process
         # empties answers an empty search, which is harmless.
         self._has_chunks = False
+        # Exact search on a memory copy (embedded Chroma only; see the module's docstring).
+        # Each write moves the generation on, before and after, so a copy read while a write
+        # ran is never kept.
+        self.exact = _in_process(client)
+        self._generation = 0
+        self._vectors: _Vectors | None = None
+        self._copy_lock = threading.Lock()
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -142,6 +203,12 @@ class KnowledgeBase:
     # -- retrieval ---------------------------------------------------------------------------
 
     def _search_sync(self, query: str, k: int, floor: float) -> list[Hit]:
+        if self.exact:
+            vectors = self._copy()
+            if vectors is not None:
+                if not vectors.ids:
+                    return []
+                return self._exact_search(vectors, self.embedder.query_array(query), k, floor)
         coll = self._coll()
         if not self._has_chunks:
             if coll.count() == 0:
@@ -170,12 +237,77 @@ class KnowledgeBase:
             )
         return hits
 
+    def _exact_search(self, vectors: _Vectors, vector: Any, k: int, floor: float) -> list[Hit]:
+        return vectors.top(vector, k, floor)
+
+    def _fresh_copy(self) -> _Vectors | None:
+        vectors = self._vectors
+        return vectors if vectors is not None and vectors.generation == self._generation else None
+
+    def _copy(self) -> _Vectors | None:
+        """The memory copy, read from Chroma if a write made it stale; ``None`` when the
+        collection is too large for one (search Chroma's index then)."""
+        vectors = self._fresh_copy()
+        if vectors is not None:
+            return vectors
+        with self._copy_lock:  # one thread reads the collection; the others wait for it
+            vectors = self._fresh_copy()
+            if vectors is not None:
+                return vectors
+            generation = self._generation
+            coll = self._coll()
+            if coll.count() > EXACT_MAX_CHUNKS:
+                return None
+            ids: list[str] = []
+            texts: list[str] = []
+            sources: list[str] = []
+            headings: list[str] = []
+            rows: list[Any] = []
+            while True:
+                got = coll.get(
+                    include=["embeddings", "documents", "metadatas"],
+                    limit=COPY_PAGE,
+                    offset=len(ids),
+                )
+                if not got["ids"]:
+                    break
+                ids += got["ids"]
+                texts += [d or "" for d in got.get("documents") or []]
+                for meta in got.get("metadatas") or []:
+                    sources.append(str((meta or {}).get("source", "")))
+                    headings.append(str((meta or {}).get("heading", "")))
+                rows.append(np.asarray(got.get("embeddings"), dtype=np.float32))
+                if len(got["ids"]) < COPY_PAGE:
+                    break
+            matrix = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+            if len(matrix):
+                # Chroma's cosine space compares unit vectors; ours already are, to rounding.
+                matrix /= np.clip(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12, None)
+            vectors = _Vectors(
+                generation, matrix, tuple(ids), tuple(texts), tuple(sources), tuple(headings)
+            )
+            if generation == self._generation:
+                self._vectors = vectors
+            return vectors
+
+    def _written(self) -> None:
+        with self._copy_lock:
+            self._generation += 1
+            self._vectors = None
+
     async def search(self, query: str, k: int = 4, floor: float | None = None) -> list[Hit]:
         """The best ``k`` chunks at or above the relevance floor, best first."""
         query = query.strip()
         if not query:
             return []
         floor = self.floor if floor is None else floor
+        if self.exact:
+            # A question asked before, with the copy in memory, costs a matrix product of a few
+            # tens of microseconds: cheaper here than the hop to a worker thread and back.
+            vectors = self._fresh_copy()
+            vector = self.embedder.remembered(query) if vectors is not None else None
+            if vectors is not None and vector is not None:
+                return self._exact_search(vectors, vector, k, floor)
         hits: list[Hit] = await self._call(self._search_sync, query, k, floor)
         return hits
 
@@ -194,6 +326,13 @@ class KnowledgeBase:
 
     def _upsert_sync(self, chunks: Sequence[Chunk]) -> None:
         vectors = self.embedder.embed([c.embedding_text() for c in chunks])
+        self._written()
+        try:
+            self._upsert_chroma(chunks, vectors)
+        finally:
+            self._written()
+
+    def _upsert_chroma(self, chunks: Sequence[Chunk], vectors: list[list[float]]) -> None:
         self._coll().upsert(
             ids=[c.chunk_id for c in chunks],
             embeddings=vectors,  # type: ignore[arg-type]
@@ -207,7 +346,11 @@ class KnowledgeBase:
     def _delete_sync(self, ids: list[str]) -> None:
         self._has_chunks = False
         if ids:
-            self._coll().delete(ids=ids)
+            self._written()
+            try:
+                self._coll().delete(ids=ids)
+            finally:
+                self._written()
 
     async def ingest_source(
         self, doc: SourceDocument, report: IngestReport, progress: Progress | None = None

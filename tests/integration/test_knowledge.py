@@ -4,6 +4,7 @@ bundled documents, the turn pipeline, readiness and a long ingestion beside chat
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import time
@@ -34,6 +35,8 @@ from tests.conftest import MODEL_DIR
 from tests.support.knowledge_docs import docs_folder
 from tests.support.recording import RecordingPort
 from tests.unit.test_knowledge_documents import make_pdf
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +192,71 @@ async def test_the_answering_section_ranks_first_and_the_floor_filters(
     assert await bundled_kb.search("recipe for chicken biryani", 4) == []
     assert len(await bundled_kb.search("recipe for chicken biryani", 4, floor=0.0)) == 4
     assert await bundled_kb.search("   ") == []
+
+
+def eval_questions() -> list[str]:
+    data = json.loads((ROOT / "bench" / "data" / "retrieval_eval.json").read_text("utf-8"))
+    return [item["q"] for item in data["questions"]]
+
+
+async def test_exact_search_finds_what_chromas_own_query_finds(
+    bundled_kb: KnowledgeBase,
+) -> None:
+    """Embedded Chroma is searched on a memory copy of its vectors; Chroma's HNSW query over
+    the same collection gives the same chunks in the same order, with the same scores."""
+    assert bundled_kb.exact
+    expand = QueryExpander.for_catalogue(load_catalogue()).expand
+    questions = eval_questions()
+    for question in [*questions, *(expand(q) for q in questions), "recipe for chicken biryani"]:
+        bundled_kb.exact = True
+        exact = await bundled_kb.search(question, 5, floor=0.0)
+        bundled_kb.exact = False
+        chroma = await bundled_kb.search(question, 5, floor=0.0)
+        assert [h.chunk_id for h in exact] == [h.chunk_id for h in chroma], question
+        assert [(h.text, h.source, h.heading) for h in exact] == [
+            (h.text, h.source, h.heading) for h in chroma
+        ]
+        for mine, theirs in zip(exact, chroma, strict=True):
+            assert mine.score == pytest.approx(theirs.score, abs=1e-5)
+    bundled_kb.exact = True
+    # The floor applies as before, and a question asked again (answered without a worker
+    # thread) gets the same hits.
+    first = await bundled_kb.search("what documents do I need for a home loan?", 3)
+    assert first == await bundled_kb.search("what documents do I need for a home loan?", 3)
+    assert await bundled_kb.search("recipe for chicken biryani", 4) == []
+
+
+async def test_a_chunk_ingested_or_deleted_is_seen_by_the_next_search(
+    bundled_kb: KnowledgeBase,
+) -> None:
+    question = "can I pledge my pet tortoise as collateral?"
+    before = await bundled_kb.search(question, 1)
+    text = "Pets, tortoises included, cannot be pledged as collateral for any loan."
+    heading = "Collateral > Animals"
+    chunk = Chunk(chunk_id("extra", "pets.md", heading, text), "extra", "pets.md", heading, text, 0)
+    report = IngestReport()
+    await bundled_kb.ingest_source(SourceDocument("extra", "pets.md", (chunk,)), report)
+    assert report.added == 1
+    found = await bundled_kb.search(question, 1)
+    assert [h.chunk_id for h in found] == [chunk.chunk_id] != [h.chunk_id for h in before]
+    assert found[0].text == text and found[0].source == "pets.md"
+    # The same question again (its vector remembered) still sees the deletion.
+    await bundled_kb.ingest_source(SourceDocument("extra", "pets.md", ()), IngestReport())
+    assert chunk.chunk_id not in [h.chunk_id for h in await bundled_kb.search(question, 4, 0.0)]
+    assert await bundled_kb.search(question, 1) == before
+
+
+async def test_an_empty_collection_answers_nothing_then_what_is_ingested(
+    embedder: MiniLMEmbedder, sample_folder: Path, tmp_path: Path
+) -> None:
+    kb = KnowledgeBase(await asyncio.to_thread(connect_chroma, tmp_path / "chroma"), embedder)
+    try:
+        assert await kb.search("when are branches open?", 4, floor=0.0) == []
+        await ingest_paths(kb, [sample_folder])
+        hits = await kb.search("when are branches open?", 1)
+        assert hits[0].source == "hours.txt"
+    finally:
+        await kb.close()
 
 
 async def test_bundled_documents_are_reingested_only_when_changed(

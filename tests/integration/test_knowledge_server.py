@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -18,7 +19,16 @@ from bot.cli import main
 from bot.kb import ingest_command
 from bot.runtime import open_runtime
 from bot.settings import load_settings
-from core.knowledge.base import COLLECTION
+from core.knowledge.base import (
+    COLLECTION,
+    IngestReport,
+    KnowledgeBase,
+    SourceDocument,
+    connect_chroma,
+)
+from core.knowledge.chunking import chunk_id
+from core.knowledge.embedding import load_embedder
+from core.knowledge.types import Chunk
 from core.messages import Inbound
 from tests.conftest import MODEL_DIR
 from tests.support.knowledge_docs import docs_folder
@@ -142,3 +152,31 @@ async def test_an_unreachable_server_means_running_without_retrieval(
     async with open_runtime(load_settings(), scheduler=False) as runtime:
         assert runtime.knowledge is None
         assert "cannot open Chroma at http://127.0.0.1:" in (runtime.knowledge_problem or "")
+
+
+async def test_searches_ask_the_server_so_another_process_s_writes_are_seen(
+    chroma_url: str,
+) -> None:
+    """A server is shared and re-ingested by other processes: no copy of it is searched."""
+    embedder = await asyncio.to_thread(load_embedder, MODEL_DIR)
+    name = "esoteric-shared-test"
+    reader = KnowledgeBase(await asyncio.to_thread(connect_chroma, None, chroma_url), embedder,
+                           collection=name)  # fmt: skip
+    writer = KnowledgeBase(await asyncio.to_thread(connect_chroma, None, chroma_url), embedder,
+                           collection=name)  # fmt: skip
+    try:
+        assert not reader.exact
+        question = "how is my jewellery valued?"
+        assert await reader.search(question, 4, floor=0.0) == []
+        text = "Gold is valued at the day's rate for its purity, net of stones."
+        chunk = Chunk(chunk_id("r", "gold.md", "Gold > Valuation", text), "r", "gold.md",
+                      "Gold > Valuation", text, 0)  # fmt: skip
+        await writer.ingest_source(SourceDocument("r", "gold.md", (chunk,)), IngestReport())
+        hits = await reader.search(question, 4)
+        assert [h.chunk_id for h in hits] == [chunk.chunk_id]
+        await writer.ingest_source(SourceDocument("r", "gold.md", ()), IngestReport())
+        assert await reader.search(question, 4, floor=0.0) == []
+    finally:
+        await asyncio.to_thread(writer.client.delete_collection, name)
+        await reader.close()
+        await writer.close()
