@@ -10,7 +10,6 @@ from bot.runtime import Runtime
 from core.errors import ConfigError
 from core.fanout import fanout_for
 from core.ratelimit import RateLimits
-from core.sendbudget import send_budget_for
 from core.store.leader import LeaderLock
 
 if TYPE_CHECKING:
@@ -78,6 +77,7 @@ def build_telegram(runtime: Runtime, *, receive: bool = True) -> ChannelAdapter 
     if settings.telegram_bot_token is None:
         return None
     from adapters.telegram import TelegramChannel, TelegramConfig
+    from core.sendbudget import send_budget_for
 
     secret = settings.telegram_webhook_secret
     config = TelegramConfig(

@@ -12,13 +12,12 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from core.ratelimit import SharedStateUnavailable, redis_errors, redis_pool
 
-from core.ratelimit import SharedStateUnavailable, redis_pool
+if TYPE_CHECKING:
+    from redis.asyncio.client import PubSub
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +114,10 @@ class RedisFanOut:
     backoff and subscribes every topic again."""
 
     def __init__(self, url: str, prefix: str = "esoteric") -> None:
+        # Imported here: a process without Redis never loads the client (see core.ratelimit).
+        from redis.asyncio import Redis
+
+        self._errors = redis_errors()
         self._pool = redis_pool(url, f"{prefix}:fanout")
         self._channel_prefix = f"{prefix}:fanout:"
         # A single connection behind a FIFO lock keeps concurrent publishes in call order.
@@ -133,7 +136,7 @@ class RedisFanOut:
         pubsub = self._listener.pubsub()
         try:
             await pubsub.connect()
-        except (RedisError, OSError) as exc:
+        except self._errors as exc:
             await pubsub.aclose()
             raise SharedStateUnavailable(f"fan-out unavailable: {exc}") from exc
         self._pubsub = pubsub
@@ -143,7 +146,7 @@ class RedisFanOut:
         data = json.dumps(message, separators=(",", ":"))
         try:
             await self._publisher.publish(self._channel_prefix + topic, data)
-        except (RedisError, OSError) as exc:
+        except self._errors as exc:
             raise SharedStateUnavailable(f"fan-out unavailable: {exc}") from exc
 
     async def subscribe(self, topic: str, deliver: Deliver) -> Subscription:
@@ -160,7 +163,7 @@ class RedisFanOut:
                 self._unconfirmed[channel] = confirmed
                 try:
                     await self._pubsub.subscribe(channel)
-                except (RedisError, OSError) as exc:
+                except self._errors as exc:
                     self._unconfirmed.pop(channel, None)
                     subscribers.remove(subscriber)
                     del self._channels[channel]
@@ -191,7 +194,7 @@ class RedisFanOut:
                 return
             try:
                 await self._pubsub.unsubscribe(channel)
-            except (RedisError, OSError) as exc:
+            except self._errors as exc:
                 # Closing must not fail the caller's cleanup; a reconnect subscribes only the
                 # channels that still have subscribers, so this one goes away then.
                 log.warning("fan-out could not unsubscribe %s: %s", channel, exc)
@@ -207,7 +210,7 @@ class RedisFanOut:
                     broken, delay = False, _RECONNECT_FIRST
                 assert self._pubsub is not None
                 message = await self._pubsub.get_message(timeout=None)
-            except (RedisError, OSError) as exc:
+            except self._errors as exc:
                 log.warning("fan-out lost Redis (%s); reconnecting in %.1fs", exc, delay)
                 broken = True
                 await asyncio.sleep(delay)
@@ -220,7 +223,7 @@ class RedisFanOut:
         async with self._lock:
             old, self._pubsub = self._pubsub, self._listener.pubsub()
             if old is not None:
-                await _close_quietly(old)
+                await self._close_quietly(old)
             await self._pubsub.connect()
             if self._channels:
                 await self._pubsub.subscribe(*self._channels)
@@ -251,26 +254,25 @@ class RedisFanOut:
             if not subscriber.closed:
                 await _deliver_safely(subscriber.deliver, topic, payload)
 
+    async def _close_quietly(self, pubsub: PubSub) -> None:
+        # The connection is being thrown away, possibly because it already broke.
+        try:
+            await pubsub.aclose()
+        except self._errors as exc:
+            log.debug("closing a fan-out connection: %s", exc)
+
     async def aclose(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.wait([self._reader])
             self._reader = None
         if self._pubsub is not None:
-            await _close_quietly(self._pubsub)
+            await self._close_quietly(self._pubsub)
             self._pubsub = None
         self._channels.clear()
         await self._publisher.aclose()
         await self._listener.aclose()
         await self._pool.aclose()
-
-
-async def _close_quietly(pubsub: PubSub) -> None:
-    # The connection is being thrown away, possibly because it already broke.
-    try:
-        await pubsub.aclose()
-    except (RedisError, OSError) as exc:
-        log.debug("closing a fan-out connection: %s", exc)
 
 
 def _text(value: bytes | str) -> str:

@@ -1,23 +1,25 @@
 """Per-minute request limits by (scope, key), shared by every bot process through Redis.
 
 Built on the ``limits`` library. Without a Redis URL the counts live in this process only,
-which is right for a single process and for tests."""
+which is right for a single process and for tests.
+
+redis is imported only when a Redis URL is set: with the OpenTelemetry modules its client pulls
+in, it costs about 6 MiB and 40 ms of every process's startup."""
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from redis.asyncio import BlockingConnectionPool, ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import RedisError
 
 from core.errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    from redis.asyncio import ConnectionPool
 
 
 class SharedStateUnavailable(StoreUnavailable):
@@ -27,11 +29,22 @@ class SharedStateUnavailable(StoreUnavailable):
     for an unavailable database do the same here."""
 
 
+def redis_errors() -> tuple[type[Exception], ...]:
+    """What a call to Redis raises when Redis is down or unreachable."""
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError)
+
+
 def redis_pool(url: str, name: str | None = None) -> ConnectionPool:
     """A connection pool for the shared state that gives up within about two seconds when
     Redis is down: a caller waiting on a rate limit or a send slot should hear "unavailable",
     not hang. It holds at most 32 connections (a burst of a thousand sends queues for them
     rather than opening a thousand). ``name`` labels its connections in ``CLIENT LIST``."""
+    from redis.asyncio import BlockingConnectionPool
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+
     return BlockingConnectionPool.from_url(
         url,
         max_connections=32,
@@ -64,10 +77,13 @@ class RateLimits:
     def __init__(self, redis_url: str | None = None, prefix: str = "esoteric") -> None:
         self._pool: ConnectionPool | None = None
         self._storage: MemoryStorage | RedisStorage
+        # What a failed count raises: the memory storage only fails as any code can.
+        self._errors: tuple[type[Exception], ...] = ()
         if redis_url is None:
             self._storage = MemoryStorage()
         else:
             self._pool = redis_pool(redis_url, f"{prefix}:ratelimit")
+            self._errors = redis_errors()
             # Our own pool, passed through limits' options, so that aclose can close it:
             # limits' async storages have no close of their own.
             options: dict[str, Any] = {"connection_pool": self._pool}
@@ -91,7 +107,7 @@ class RateLimits:
             if await self._limiter.hit(item, key):
                 return 0
             stats = await self._limiter.get_window_stats(item, key)
-        except (RedisError, OSError) as exc:
+        except self._errors as exc:
             raise SharedStateUnavailable(f"rate limits unavailable: {exc}") from exc
         return max(1, math.ceil(stats.reset_time - time.time()))
 
