@@ -118,6 +118,9 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bot.imports import leave_out_unused_imports
+
+    leave_out_unused_imports()
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
