@@ -1,0 +1,182 @@
+"""The default deployment (embedded SQLite, no Redis, no Slack, no Groq key) does not load the
+libraries it does not use: each would cost every process memory for good (bench/memory.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "lean-imports-key-0123456789"
+
+# The real CLI, with the names of every module loaded written out when it exits.
+RUN_CLI = """
+import atexit, json, sys
+out = sys.argv.pop(1)
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+from bot.cli import run
+run()
+"""
+
+NEVER_ON_THE_DEFAULT_PATH = (
+    "redis",  # only with ESOTERIC_REDIS_URL
+    "alembic",  # only when the schema is behind
+    "mako",
+    "pygments",  # alembic's and httpx's command line
+    "procrastinate",  # Postgres only
+    "psycopg",
+    "slack_bolt",  # Slack only
+    "slack_sdk",
+    "groq",  # only with GROQ_API_KEY
+    "grpc",  # chromadb's OTLP exporter, only with Chroma's tracing on
+    "rich",
+)
+
+
+def _env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ESOTERIC_", "GROQ_", "TELEGRAM_", "SLACK_", "DATABASE_URL"))
+    }
+    env.update(
+        ESOTERIC_DATA_DIR=str(data_dir),
+        # No model: retrieval is off, but chromadb is still imported (the embedder's base).
+        ESOTERIC_EMBEDDING_MODEL_DIR="/nonexistent/embedding-model",
+        ESOTERIC_LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def _loaded(path: Path) -> set[str]:
+    return {name.split(".")[0] for name in json.loads(path.read_text())}
+
+
+def _unwanted(modules: set[str]) -> list[str]:
+    return sorted(set(NEVER_ON_THE_DEFAULT_PATH) & modules)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_on_the_defaults_loads_only_what_it_uses(tmp_path: Path) -> None:
+    port = _free_port()
+    out = tmp_path / "modules.json"
+    env = _env(tmp_path / "data", ESOTERIC_HTTP_PORT=str(port), ESOTERIC_API_KEYS=KEY)
+    # An existing database at the head, as on every start but the first.
+    migrated = subprocess.run(
+        [sys.executable, "-m", "bot", "migrate"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert migrated.returncode == 0, migrated.stderr
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUN_CLI, str(out), "serve"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        with httpx.Client(base_url=base, headers={"X-API-Key": KEY}, timeout=30) as client:
+            while True:
+                assert process.poll() is None, process.communicate()[1]
+                assert time.monotonic() < deadline, "serve did not start"
+                try:
+                    if client.get("/ready").status_code in (200, 503):
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            session = client.post("/api/v1/sessions").json()["session_id"]
+            reply = client.post(
+                "/api/v1/chat", json={"session_id": session, "message": "I need a home loan"}
+            )
+            assert reply.status_code == 200, reply.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    modules = _loaded(out)
+    assert {"fastapi", "sqlalchemy", "chromadb", "limits"} <= modules
+    assert _unwanted(modules) == []
+
+
+def test_chat_upgrades_a_new_database_with_alembic_then_skips_it_at_head(tmp_path: Path) -> None:
+    env = _env(tmp_path / "data")
+    runs = []
+    for n in (1, 2):
+        out = tmp_path / f"modules-{n}.json"
+        done = subprocess.run(
+            [sys.executable, "-c", RUN_CLI, str(out), "chat"],
+            cwd=ROOT,
+            env=env,
+            input="hello\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        runs.append(_loaded(out))
+    first, second = runs
+    assert "alembic" in first  # a new database: migrated
+    assert _unwanted(second) == []  # at head: one query, no alembic
+
+
+def test_a_redis_url_still_loads_redis(tmp_path: Path) -> None:
+    """The lazy imports are lazy, not gone: the shared rate limits build their Redis pool."""
+    script = (
+        "import sys; from core.ratelimit import RateLimits; "
+        "assert 'redis' not in sys.modules; "
+        "RateLimits('redis://127.0.0.1:6379/0'); "
+        "assert 'redis' in sys.modules"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_chromas_tracing_still_gets_the_real_exporter(tmp_path: Path) -> None:
+    script = """
+import sys
+from bot.imports import leave_out_unused_imports
+leave_out_unused_imports()
+import chromadb, httpx
+assert "grpc" not in sys.modules and "rich" not in sys.modules
+from chromadb.telemetry.opentelemetry import OTLPSpanExporter
+exporter = OTLPSpanExporter(endpoint="http://127.0.0.1:9")
+assert type(exporter).__module__ == "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
+assert "grpc" in sys.modules
+exporter.shutdown()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
