@@ -11,7 +11,13 @@ Each figure comes from a process of its own (Linux ``VmHWM``, the peak RSS, and 
   store with ``--chunks`` chunks opened, product questions searched, then a batch ingested (a
   fresh store's ingestion runs in the serving process).
 - a real ``esoteric serve`` on that store (scripted agent, SQLite) answering product questions
-  through ``POST /api/v1/chat``.
+  through ``POST /api/v1/chat``;
+- the same with the Telegram channel configured, as ``bench/telegram.py`` runs it: long polling
+  against the stand-in Bot API of ``tests/support/telegram_server.py`` (run here, in the parent),
+  ``--tg-chats`` chats sending ``--tg-waves`` messages each of the realistic mix of
+  ``bench/telegram_traffic.py`` (product questions, slot answers, greetings, commands), one wave
+  at a time, all chats at once; with the scripted agent and with the LLM agent against the
+  instant Groq stand-in of ``tests/support/groq_server.py``.
 
 The store (the bundled documents plus synthetic chunks up to ``--chunks``) is built once in a
 process of its own; ``--store DIR`` keeps it for the next run. Figures are printed, never
@@ -60,6 +66,25 @@ def memory_of(pid: int | str = "self") -> tuple[float, float]:
         elif row.startswith("VmHWM:"):
             peak = int(row.split()[1]) / 1024
     return rss, peak
+
+
+Row = tuple[str, float, float, str]
+
+
+def serve_row(name: str, pid: int) -> Row:
+    """A serving process's figures: RSS, peak, and what the RSS is (anonymous memory: the heap,
+    arenas, thread stacks; file: mapped libraries and model weights)."""
+    fields: dict[str, int] = {}
+    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = row.partition(":")
+        if key in ("RssAnon", "RssFile", "Threads"):
+            fields[key] = int(value.split()[0])
+    rss, peak = memory_of(pid)
+    detail = (
+        f"anon {fields['RssAnon'] / 1024:5.1f}, file {fields['RssFile'] / 1024:5.1f}, "
+        f"{fields['Threads']} threads"
+    )
+    return name, rss, peak, detail
 
 
 def stage(name: str) -> None:
@@ -208,10 +233,96 @@ async def serve(data_dir: Path) -> AsyncIterator[tuple[str, int]]:
         await process.wait()
 
 
-async def measure_serve(data_dir: Path, count: int) -> list[tuple[str, float, float]]:
+def copy_store(store: Path, into: Path) -> Path:
+    """A copy of the prepared store per serving run, so that each starts from the same one."""
+    import shutil
+
+    target = into / f"serve-{time.monotonic_ns()}"
+    shutil.copytree(store, target)
+    return target
+
+
+async def measure_telegram(data_dir: Path, chats: int, waves: int, llm: bool) -> list[Row]:
+    """``esoteric serve`` with the Telegram channel on (no web API), long polling the stand-in."""
+    import aiohttp
+
+    from bench.telegram_traffic import Traffic
+    from tests.support.telegram_server import TOKEN, ApiCall, TelegramServer, message_update
+
+    label = "LLM agent" if llm else "scripted agent"
+    replies: dict[str, int] = {}
+
+    def count(call: ApiCall) -> None:
+        if call.method == "sendMessage" and call.status == 200 and call.chat_id is not None:
+            replies[call.chat_id] = replies.get(call.chat_id, 0) + 1
+
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ESOTERIC_", "GROQ_", "TELEGRAM_", "SLACK_", "DATABASE_URL"))
+    }
+    groq: asyncio.subprocess.Process | None = None
+    rows: list[Row] = []
+    async with TelegramServer() as server:
+        server.on_call = count
+        env.update(
+            TELEGRAM_BOT_TOKEN=TOKEN,
+            ESOTERIC_TELEGRAM_API_URL=server.base_url,
+            ESOTERIC_TELEGRAM_MESSAGES_PER_SECOND="1000",
+            ESOTERIC_FLOOD_MESSAGES_PER_MINUTE="10000",
+            ESOTERIC_DATA_DIR=str(data_dir),
+            ESOTERIC_HTTP_PORT=str(port),
+            ESOTERIC_EMBEDDING_MODEL_DIR=str(model_dir()),
+            ESOTERIC_LOG_LEVEL="WARNING",
+        )
+        if llm:
+            groq = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.support.groq_server", "0", "0",
+                cwd=ROOT, stdout=asyncio.subprocess.PIPE, env=env,
+            )  # fmt: skip
+            assert groq.stdout is not None
+            base_url = (await groq.stdout.readline()).decode().strip()
+            env.update(GROQ_API_KEY="gsk_bench_memory_key", GROQ_BASE_URL=base_url)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "serve", env=env, cwd=ROOT
+        )
+        try:
+            async with aiohttp.ClientSession() as http, asyncio.timeout(120):
+                while True:
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with http.get(f"http://127.0.0.1:{port}/ready") as response:
+                            checks = (await response.json()).get("checks", {})
+                        if checks.get("knowledge", {}).get("ok"):
+                            break
+                    await asyncio.sleep(0.1)
+            rows.append(serve_row(f"telegram, {label}: ready", process.pid))
+            traffic = Traffic(seed=7)
+            first_chat = 5_000_000
+            for wave in traffic.waves(chats, waves):
+                before = {
+                    str(first_chat + i): replies.get(str(first_chat + i), 0) for i in range(chats)
+                }
+                for i, text in enumerate(wave):
+                    await server.push(message_update(server.next_update_id(), first_chat + i, text))
+                await server.wait_for(
+                    lambda _, before=before: all(replies.get(c, 0) > n for c, n in before.items()),
+                    within=120,
+                )
+            rows.append(serve_row(f"telegram, {label}: {chats} chats x {waves}", process.pid))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await process.wait()
+            if groq is not None:
+                groq.terminate()
+                await groq.wait()
+    return rows
+
+
+async def measure_serve(data_dir: Path, count: int) -> list[Row]:
     import httpx
 
-    rows: list[tuple[str, float, float]] = []
+    rows: list[Row] = []
     async with (
         serve(data_dir) as (base, pid),
         httpx.AsyncClient(base_url=base, headers={"X-API-Key": KEY}, timeout=60) as c,
@@ -223,7 +334,7 @@ async def measure_serve(data_dir: Path, count: int) -> list[tuple[str, float, fl
                     if ready["checks"].get("knowledge", {}).get("ok"):
                         break
                 await asyncio.sleep(0.1)
-        rows.append(("serve: ready, knowledge ok", *memory_of(pid)))
+        rows.append(serve_row("web API: ready, knowledge ok", pid))
         session = (await c.post("/api/v1/sessions")).json()["session_id"]
         answered = 0
         for i, text in enumerate(questions(count)):
@@ -232,7 +343,7 @@ async def measure_serve(data_dir: Path, count: int) -> list[tuple[str, float, fl
                 json={"session_id": session, "message": text, "client_message_id": f"m{i}"},
             )
             answered += "From " in reply.json().get("reply", "")
-        rows.append((f"serve: {count} questions ({answered} from the KB)", *memory_of(pid)))
+        rows.append(serve_row(f"web API: {count} questions ({answered} from the KB)", pid))
     return rows
 
 
@@ -241,6 +352,11 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=1000)
     parser.add_argument("--questions", type=int, default=40)
     parser.add_argument("--store", type=Path, default=None, help="keep the store here")
+    parser.add_argument("--tg-chats", type=int, default=100)
+    parser.add_argument("--tg-waves", type=int, default=6)
+    parser.add_argument(
+        "--serve-only", action="store_true", help="only the serving processes (no floors)"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -276,11 +392,19 @@ def main() -> int:
                 cwd=ROOT,
             )
             print(f"(store built in {time.perf_counter() - started:.0f}s)")
-        python = run_child("python")
-        onnx = run_child("onnx", "--questions", str(args.questions))
-        chroma = run_child("chroma")
-        knowledge = run_child("knowledge", str(store), "--questions", str(args.questions))
-        serving = asyncio.run(measure_serve(store, args.questions))
+        python = onnx = chroma = knowledge = []
+        if not args.serve_only:
+            python = run_child("python")
+            onnx = run_child("onnx", "--questions", str(args.questions))
+            chroma = run_child("chroma")
+            knowledge = run_child("knowledge", str(store), "--questions", str(args.questions))
+        scratch = Path(tmp)
+        serving = asyncio.run(measure_serve(copy_store(store, scratch), args.questions))
+        for llm in (False, True):
+            telegram = asyncio.run(
+                measure_telegram(copy_store(store, scratch), args.tg_chats, args.tg_waves, llm)
+            )
+            serving += telegram
 
     def show(title: str, rows: list[dict[str, float | str]]) -> None:
         print(title)
@@ -288,15 +412,19 @@ def main() -> int:
             print(f"  {row['stage']:<44} RSS {row['rss']:6.1f} MiB   peak {row['peak']:6.1f} MiB")
 
     print(f"cores: {os.cpu_count()}; model: {model_dir()}")
-    show("floor: bare interpreter", python)
-    show("floor: onnxruntime with default options, the same model", onnx)
-    show("floor: chromadb imported", chroma)
-    show("the knowledge base in one process, by stage", knowledge)
-    print("esoteric serve (scripted agent, SQLite, embedded Chroma)")
-    for name, rss, peak in serving:
-        print(f"  {name:<44} RSS {rss:6.1f} MiB   peak {peak:6.1f} MiB")
+    if not args.serve_only:
+        show("floor: bare interpreter", python)
+        show("floor: onnxruntime with default options, the same model", onnx)
+        show("floor: chromadb imported", chroma)
+        show("the knowledge base in one process, by stage", knowledge)
+    print(f"esoteric serve (SQLite, embedded Chroma with {args.chunks} chunks, the model loaded)")
+    for name, rss, peak, detail in serving:
+        print(f"  {name:<44} RSS {rss:6.1f} MiB   peak {peak:6.1f} MiB   ({detail})")
+    serve_peak = max(row[2] for row in serving)
+    if args.serve_only:
+        print(f"serve peak {serve_peak:.0f} MiB (target: under 250 MiB)")
+        return 0
     floor = float(onnx[-1]["peak"]) + float(chroma[-1]["peak"]) - float(python[-1]["peak"])
-    serve_peak = max(peak for _, _, peak in serving)
     print(
         f"floor (onnxruntime running the model + chromadb imported, one interpreter): "
         f"{floor:.0f} MiB; serve peak {serve_peak:.0f} MiB = {serve_peak / floor:.2f}x the floor "
