@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -25,6 +26,18 @@ from core.ratelimit import SharedStateUnavailable, redis_pool
 
 GROUP_WINDOW = 60.0  # seconds: Telegram's group limit is per minute
 _PRUNE_FLOOR = 1024  # groups remembered before the local budget sweeps out quiet ones
+
+
+@dataclass(frozen=True)
+class BudgetLoad:
+    """How hard the global rate is used right now."""
+
+    # Seconds of sends already booked ahead of now (0.0 when idle).
+    backlog: float
+    # Seconds the rate has been used without a gap, up to now: every send over that time was
+    # booked while the one before still held the budget. A second of it means the sends of the
+    # last second reached the budget (0.0 when idle or unpaced).
+    busy_for: float
 
 
 class SendBudget(Protocol):
@@ -42,6 +55,10 @@ class SendBudget(Protocol):
     async def backlog(self) -> float:
         """Seconds of sends already booked ahead of now on the global rate (0.0 when idle);
         a growing backlog says the budget is saturated."""
+        ...
+
+    async def load(self) -> BudgetLoad:
+        """The backlog and how long the rate has been in continuous use, in one read."""
         ...
 
     async def aclose(self) -> None: ...
@@ -80,6 +97,7 @@ class LocalSendBudget:
         self._clock = clock
         self._sleep = sleep
         self._tat = 0.0  # theoretical arrival time of the next send on the global rate
+        self._busy_since = 0.0  # when the current run of back-to-back sends began
         self._paused_until = 0.0
         self._groups: dict[str, deque[float]] = {}  # chat -> its last booked send times
         self._prune_at = _PRUNE_FLOOR
@@ -96,6 +114,8 @@ class LocalSendBudget:
                 continue
             if self._interval is None:
                 return
+            if self._tat < now:
+                self._busy_since = now  # the rate was idle: a new run of sends begins
             slot = self._tat if self._tat > now else now
             self._tat = slot + self._interval
             if slot <= now:
@@ -135,6 +155,12 @@ class LocalSendBudget:
     async def backlog(self) -> float:
         return max(0.0, self._tat - self._clock())
 
+    async def load(self) -> BudgetLoad:
+        now = self._clock()
+        if self._tat < now:
+            return BudgetLoad(0.0, 0.0)
+        return BudgetLoad(self._tat - now, now - self._busy_since)
+
     async def aclose(self) -> None:
         pass
 
@@ -146,10 +172,11 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 """
 
-# KEYS: tat, pause. ARGV: interval (µs; 0 = no pace). Returns {wait µs, booked}.
+# KEYS: tat, pause, busy. ARGV: interval (µs; 0 = no pace). Returns {wait µs, booked}.
 # While a pause is in force nothing is booked (booked = 0): the caller sleeps it out and asks
 # again. Otherwise GCRA without a burst: the send's slot is max(now, tat), and tat moves one
 # interval past it; the key expires a second after the last booked slot (idle = no key).
+# busy holds when the current run of back-to-back sends began (reset when tat had passed).
 _BOOK_SEND = (
     _NOW
     + """
@@ -164,10 +191,12 @@ end
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if tat == nil or tat < now then
   tat = now
+  redis.call('SET', KEYS[3], string.format('%d', now))
 end
 local after = tat + interval
-redis.call('SET', KEYS[1], string.format('%d', after),
-           'PX', string.format('%d', math.floor((after - now) / 1000) + 1000))
+local ttl = string.format('%d', math.floor((after - now) / 1000) + 1000)
+redis.call('SET', KEYS[1], string.format('%d', after), 'PX', ttl)
+redis.call('PEXPIRE', KEYS[3], ttl)
 return {tat - now, 1}
 """
 )
@@ -201,15 +230,16 @@ end
 return 0
 """
 
-# KEYS: tat. Returns µs booked ahead of now.
-_BACKLOG = (
+# KEYS: tat, busy. Returns {µs booked ahead of now, µs the rate has been in continuous use}.
+_LOAD = (
     _NOW
     + """
 local tat = tonumber(redis.call('GET', KEYS[1]))
-if tat == nil or tat <= now then
-  return 0
+if tat == nil or tat < now then
+  return {0, 0}
 end
-return tat - now
+local since = tonumber(redis.call('GET', KEYS[2])) or now
+return {tat - now, now - since}
 """
 )
 
@@ -240,11 +270,12 @@ class RedisSendBudget:
         base = f"{prefix}:sendbudget"
         self._rate_key = f"{base}:rate"
         self._pause_key = f"{base}:pause"
+        self._busy_key = f"{base}:busy"
         self._group_prefix = f"{base}:group:"
         self._book_send = self._redis.register_script(_BOOK_SEND)
         self._book_group = self._redis.register_script(_BOOK_GROUP)
         self._pause = self._redis.register_script(_PAUSE)
-        self._backlog = self._redis.register_script(_BACKLOG)
+        self._load = self._redis.register_script(_LOAD)
 
     async def acquire(self, chat: str, group: bool) -> None:
         if group:
@@ -256,7 +287,9 @@ class RedisSendBudget:
                 await asyncio.sleep(wait_us / 1_000_000)
         while True:
             wait_us, booked = await self._run(
-                self._book_send, [self._rate_key, self._pause_key], [self._interval_us]
+                self._book_send,
+                [self._rate_key, self._pause_key, self._busy_key],
+                [self._interval_us],
             )
             if wait_us <= 0:
                 return
@@ -278,7 +311,11 @@ class RedisSendBudget:
         return max(0, milliseconds) / 1000
 
     async def backlog(self) -> float:
-        return float(await self._run(self._backlog, [self._rate_key], [])) / 1_000_000
+        return (await self.load()).backlog
+
+    async def load(self) -> BudgetLoad:
+        backlog_us, busy_us = await self._run(self._load, [self._rate_key, self._busy_key], [])
+        return BudgetLoad(backlog_us / 1_000_000, busy_us / 1_000_000)
 
     async def _run(self, script: AsyncScript, keys: list[str], args: list[int]) -> Any:
         try:

@@ -42,6 +42,13 @@ class TolerantBot(ExtBot[None]):
         with self._unfrozen():
             self._before_poll, self._after_poll = before, after
 
+    async def post_json(self, endpoint: str, params: dict[str, Any]) -> Any:
+        """One Bot API call answered as plain JSON: PTB's own request path (its timeouts and
+        error types) without building telegram objects from the answer. Parsing a sent
+        ``Message`` with its chat and sender costs more than the rest of the call, and a
+        reply needs only its ``message_id``."""
+        return await self._post(endpoint, params)
+
     async def _post(self, endpoint: str, data: Any = None, **kwargs: Any) -> Any:
         result = await super()._post(endpoint, data, **kwargs)
         if endpoint == "getUpdates" and isinstance(result, list):

@@ -8,7 +8,7 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +17,7 @@ from fastapi.responses import JSONResponse
 from telegram import (
     Bot,
     ChatMemberUpdated,
-    LinkPreviewOptions,
-    Message,
     ReplyKeyboardRemove,
-    ReplyParameters,
     Update,
 )
 from telegram.constants import ChatAction, ChatMemberStatus, ParseMode
@@ -64,6 +61,8 @@ DEFAULT_API_URL = "https://api.telegram.org/bot"
 APOLOGY = "Sorry, something went wrong on my side. Please send that again in a moment."
 BUSY = "Sorry, I'm having trouble right now. Please try again in a minute."
 STALE_BUTTON = "That button has expired. Please type your answer instead."
+# Sent as JSON by PTB as its own objects would be; a dict skips building the object per call.
+NO_LINK_PREVIEW = {"is_disabled": True}
 
 
 @dataclass(frozen=True)
@@ -78,10 +77,16 @@ class TelegramConfig:
     messages_per_second: float | None = 30.0
     # Streaming edits: Telegram allows about one message a second per chat, 20 a minute in groups.
     edit_interval: float = 1.0
-    # Seconds of sends already booked ahead on the budget past which it counts as saturated:
-    # streamed replies then send once, complete, and make no edits (replies, not edits, get the
-    # budget; an edit costs a call as a message does).
+    # The send budget counts as saturated once the demand on it reaches this many seconds of
+    # sends (the sends booked ahead, plus one for each reply streaming here: each needs at least
+    # one more), or once it has been in use without a gap this long (the sends of the last
+    # second reached the budget). Streamed replies then send once, complete, and make no edits
+    # (replies, not edits, get the budget; an edit costs a call as a message does).
     saturated_after: float = 1.0
+    # A streamed reply's first message waits this long after the stream starts for the rest:
+    # a reply written by then (a fast model's) goes out whole in one call, with no edits; a
+    # slower one shows its first words then, still well within a reader's patience.
+    first_send_hold: float = 0.3
     group_edit_interval: float = 3.0
     # A turn answered within the grace period needs no typing indicator; a longer one shows it,
     # refreshed before Telegram's five-second display runs out.
@@ -150,8 +155,10 @@ class TelegramChannel:
         self.identity: BotIdentity | None = None
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._accepting = False
-        self._typing: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # A chat's typing indicator: a timer during the grace period, then the task showing it.
+        self._typing: dict[tuple[str, str], asyncio.TimerHandle | asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._streaming = 0  # replies streaming now, each owed at least one more call
         # Long polling: update ids fetched and not yet stored (or ignored).
         self._unsettled: set[int] = set()
         self._settled = asyncio.Event()
@@ -164,6 +171,12 @@ class TelegramChannel:
         if self._app is None:
             raise ChannelError("the Telegram channel is not started")
         return self._app.bot
+
+    @property
+    def _api(self) -> TolerantBot:
+        bot = self.bot
+        assert isinstance(bot, TolerantBot)
+        return bot
 
     async def start(self) -> None:
         api_url = self.config.api_url or DEFAULT_API_URL
@@ -244,10 +257,12 @@ class TelegramChannel:
         await self._stop_polling()
         if app.running:
             await app.stop()  # stores the updates already fetched
-        for task in [*self._typing.values(), *self._background]:
-            task.cancel()
-        await asyncio.gather(*self._typing.values(), *self._background, return_exceptions=True)
+        typing = list(self._typing.values())
         self._typing.clear()
+        for handle in [*typing, *self._background]:
+            handle.cancel()
+        tasks = [t for t in typing if isinstance(t, asyncio.Task)]
+        await asyncio.gather(*tasks, *self._background, return_exceptions=True)
         await app.shutdown()
         self._app = None
 
@@ -438,16 +453,25 @@ class TelegramChannel:
     @property
     def typing_chats(self) -> frozenset[tuple[str, str]]:
         """Chats showing the typing indicator now."""
-        return frozenset(key for key, task in self._typing.items() if not task.done())
+        return frozenset(
+            key
+            for key, task in self._typing.items()
+            if isinstance(task, asyncio.Task) and not task.done()
+        )
 
     async def typing(self, target: Target) -> None:
         key = (target.chat_key, target.thread)
         if key not in self._typing:
-            self._typing[key] = asyncio.create_task(self._keep_typing(target))
+            # A timer, not a task: most turns are answered within the grace and cancel it.
+            self._typing[key] = asyncio.get_running_loop().call_later(
+                self.config.typing_grace, self._typing_due, key, target
+            )
+
+    def _typing_due(self, key: tuple[str, str], target: Target) -> None:
+        self._typing[key] = asyncio.create_task(self._keep_typing(target))
 
     async def _keep_typing(self, target: Target) -> None:
         loop = asyncio.get_running_loop()
-        await asyncio.sleep(self.config.typing_grace)
         deadline = loop.time() + self.config.typing_max
         while loop.time() < deadline:
             try:
@@ -504,55 +528,62 @@ class TelegramChannel:
 
     async def _send_chunk(
         self, target: Target, chunk: Chunk, markup: Any, reply_to: int | None
-    ) -> Message:
-        bot = self.bot
+    ) -> int:
+        """Send one message; its ``message_id``."""
+        bot = self._api
         options: dict[str, Any] = {
             "chat_id": int(target.chat_key),
             "message_thread_id": self._thread(target),
             "reply_markup": markup,
-            "link_preview_options": LinkPreviewOptions(is_disabled=True),
+            "link_preview_options": NO_LINK_PREVIEW,
         }
         if reply_to is not None:
-            options["reply_parameters"] = ReplyParameters(
-                reply_to, allow_sending_without_reply=True
+            options["reply_parameters"] = {
+                "message_id": reply_to,
+                "allow_sending_without_reply": True,
+            }
+
+        def send(text: str, parse_mode: str | None) -> Callable[[], Awaitable[Any]]:
+            # A fresh dict per attempt: PTB edits the one it is given.
+            return lambda: bot.post_json(
+                "sendMessage", {**options, "text": text, "parse_mode": parse_mode}
             )
+
         chat, group = target.chat_key, is_group(target.chat_key)
         try:
-            return await self.caller.call(
-                "sendMessage",
-                lambda: bot.send_message(text=chunk.html, parse_mode=ParseMode.HTML, **options),
-                chat=chat,
-                group=group,
+            sent = await self.caller.call(
+                "sendMessage", send(chunk.html, ParseMode.HTML), chat=chat, group=group
             )
         except BadRequest as exc:
             if not _is_parse_error(exc):
                 raise ChannelError(f"sendMessage: {exc.message}") from exc
             log.warning("Telegram rejected the HTML (%s); sending plain text", exc.message)
-        try:
-            return await self.caller.call(
-                "sendMessage",
-                lambda: bot.send_message(text=chunk.plain, **options),
-                chat=chat,
-                group=group,
-            )
-        except BadRequest as exc:
-            raise ChannelError(f"sendMessage: {exc.message}") from exc
+            try:
+                sent = await self.caller.call(
+                    "sendMessage", send(chunk.plain, None), chat=chat, group=group
+                )
+            except BadRequest as again:
+                raise ChannelError(f"sendMessage: {again.message}") from again
+        return int(sent["message_id"])
 
     async def _edit(
         self, target: Target, message_id: int, chunk: Chunk, markup: Any, *, final: bool
     ) -> None:
         """Edit a sent message. Mid-stream edits are skipped rather than retried."""
-        bot = self.bot
+        bot = self._api
         chat_id = int(target.chat_key)
 
         def edit(text: str, parse_mode: str | None) -> Callable[[], Awaitable[Any]]:
-            return lambda: bot.edit_message_text(
-                text,
-                chat_id=chat_id,
-                message_id=message_id,
-                parse_mode=parse_mode,
-                reply_markup=markup,
-                link_preview_options=LinkPreviewOptions(is_disabled=True),
+            return lambda: bot.post_json(
+                "editMessageText",
+                {
+                    "chat_id": chat_id,
+                    "message_id": message_id,
+                    "text": text,
+                    "parse_mode": parse_mode,
+                    "reply_markup": markup,
+                    "link_preview_options": NO_LINK_PREVIEW,
+                },
             )
 
         chat, group = target.chat_key, is_group(target.chat_key)
@@ -588,8 +619,11 @@ class TelegramChannel:
 
     async def stream(self, target: Target, reply: ReplyStream) -> None:
         """Send the first words, edit as more arrive (paced per chat), then make the delivered
-        messages exactly the final reply. While the send budget is saturated the reply is sent
-        once, complete, when it is ready: no preview and no edits."""
+        messages exactly the final reply.
+
+        The first message waits up to ``first_send_hold`` after the stream starts: a reply
+        written by then goes out once, whole, with no edits. While the send budget is saturated
+        nothing is previewed or edited: the reply goes out once, complete, when it is ready."""
         loop = asyncio.get_running_loop()
         interval = (
             self.config.group_edit_interval
@@ -599,30 +633,58 @@ class TelegramChannel:
         reply_to = self._quoted(target)
         text = shown = ""
         message_id: int | None = None
-        last_edit = 0.0
+        next_try = 0.0  # no preview or edit is tried before this
+
+        async def show() -> None:
+            """Bring what the chat sees up to date, if the chat's pace and the budget allow."""
+            nonlocal message_id, shown, next_try
+            preview = split_text(text)[0] if text.strip() else ""
+            now = loop.time()
+            if not preview or preview == shown or now < next_try:
+                return
+            if await self._saturated():
+                next_try = now + interval  # looked at again later; else sent whole at the end
+                return
+            if message_id is None:
+                self._stop_typing(target)
+                message_id = await self._send_chunk(target, render_text(preview), None, reply_to)
+                shown = preview
+            else:
+                try:
+                    await self._edit(target, message_id, render_text(preview), None, final=False)
+                    shown = preview
+                except (FloodLimited, ChannelError) as exc:
+                    if isinstance(exc, ChatBlocked):
+                        raise
+                    log.debug("streaming edit skipped: %s", exc)
+            next_try = loop.time() + interval
+
+        deltas = aiter(reply)
+        waiting: asyncio.Task[str | None] | None = None
+        self._streaming += 1
         try:
-            async for delta in reply:
+            # The hold: gather what is written until it ends (or the reply does).
+            ended = False
+            hold_until = loop.time() + self.config.first_send_hold
+            while (left := hold_until - loop.time()) > 0:
+                waiting = waiting or asyncio.ensure_future(_next_delta(deltas))
+                done, _ = await asyncio.wait((waiting,), timeout=left)
+                if not done:
+                    break
+                delta, waiting = waiting.result(), None
+                if delta is None:
+                    ended = True
+                    break
                 text += delta
-                preview = split_text(text)[0] if text.strip() else ""
-                if not preview or preview == shown:
-                    continue
-                if await self._saturated():
-                    continue  # the whole reply goes out at the end (or one final edit)
-                if message_id is None:
-                    self._stop_typing(target)
-                    sent = await self._send_chunk(target, render_text(preview), None, reply_to)
-                    message_id, shown, last_edit = sent.message_id, preview, loop.time()
-                elif loop.time() - last_edit >= interval:
-                    try:
-                        await self._edit(
-                            target, message_id, render_text(preview), None, final=False
-                        )
-                        shown = preview
-                    except (FloodLimited, ChannelError) as exc:
-                        if isinstance(exc, ChatBlocked):
-                            raise
-                        log.debug("streaming edit skipped: %s", exc)
-                    last_edit = loop.time()
+            while not ended:
+                await show()
+                if waiting is not None:
+                    delta, waiting = await waiting, None
+                else:
+                    delta = await _next_delta(deltas)
+                if delta is None:
+                    break
+                text += delta
             try:
                 final = await reply.final()
             except Exception:
@@ -640,18 +702,30 @@ class TelegramChannel:
             if message_id is None:
                 await self.send(target, final)
                 return
-            await self._finish_stream(target, message_id, final)
+            await self._finish_stream(target, message_id, final, shown)
         except ChatBlocked:
             await self._close_blocked(target)
             raise
+        finally:
+            self._streaming -= 1
+            if waiting is not None:
+                waiting.cancel()
 
     async def _saturated(self) -> bool:
         try:
-            return await self.budget.backlog() > self.config.saturated_after
+            load = await self.budget.load()
         except SharedStateUnavailable:
             return False  # the shared budget is unreachable: sending will say so
+        demand = load.backlog
+        rate = self.config.messages_per_second
+        if rate is not None:
+            demand += self._streaming / rate
+        limit = self.config.saturated_after
+        return demand >= limit or load.busy_for >= limit
 
-    async def _finish_stream(self, target: Target, message_id: int, final: Reply) -> None:
+    async def _finish_stream(
+        self, target: Target, message_id: int, final: Reply, shown: str
+    ) -> None:
         chunks = render_chunks(final)
         if final.request_contact and not is_group(target.chat_key):
             # A reply keyboard cannot be added by an edit: replace the streamed message.
@@ -672,6 +746,8 @@ class TelegramChannel:
         first_markup = markup if len(chunks) == 1 else None
         if isinstance(first_markup, ReplyKeyboardRemove):
             first_markup = None  # only inline keyboards can be edited in
+        if len(chunks) == 1 and first_markup is None and chunks[0] == render_text(shown):
+            return  # the preview is the whole reply already: an edit would change nothing
         try:
             await self._edit(target, message_id, chunks[0], first_markup, final=True)
         except ChannelError as exc:
@@ -684,3 +760,11 @@ class TelegramChannel:
         for index, chunk in enumerate(chunks[1:], start=1):
             last = index == len(chunks) - 1
             await self._send_chunk(target, chunk, markup if last else None, None)
+
+
+async def _next_delta(deltas: AsyncIterator[str]) -> str | None:
+    """The next piece of a streamed reply, or ``None`` at its end."""
+    try:
+        return await anext(deltas)
+    except StopAsyncIteration:
+        return None

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from core.fanout import LocalFanOut, RedisFanOut, fanout_for
 from core.ratelimit import RateLimits, SharedStateUnavailable
-from core.sendbudget import RedisSendBudget
+from core.sendbudget import BudgetLoad, RedisSendBudget
 from tests.support.waiting import wait_until
 
 REDIS_URL = os.environ.get("ESOTERIC_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -337,6 +337,24 @@ async def test_backlog_grows_under_load(
     finally:
         await asyncio.gather(*sends)
     assert await second.backlog() <= 0.02
+
+
+async def test_load_shows_the_rate_in_use_without_a_gap_to_every_process(
+    two_budgets: tuple[RedisSendBudget, RedisSendBudget],
+) -> None:
+    first, second = two_budgets
+    assert await second.load() == BudgetLoad(0.0, 0.0)
+    # 60 sends at 50/s: back to back for about 1.2 s, the last booked 1.18 s after the first.
+    sends = [asyncio.create_task(first.acquire("c", False)) for _ in range(60)]
+    try:
+        await asyncio.sleep(0.7)
+        load = await second.load()
+        assert 0.3 <= load.busy_for <= 1.0
+        assert load.backlog > 0.2
+    finally:
+        await asyncio.gather(*sends)
+    await asyncio.sleep(0.05)  # the last slot has passed: idle again
+    assert await second.load() == BudgetLoad(0.0, 0.0)
 
 
 async def test_a_pause_in_one_process_holds_the_other(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from core.sendbudget import LocalSendBudget, RedisSendBudget, send_budget_for
+from core.sendbudget import BudgetLoad, LocalSendBudget, RedisSendBudget, send_budget_for
 
 
 class VirtualTime:
@@ -133,6 +133,30 @@ async def test_backlog_counts_the_sends_booked_ahead() -> None:
     assert await budget.backlog() == pytest.approx(0.1)
     vt.now = 1.0
     assert await budget.backlog() == 0.0
+
+
+async def test_load_says_how_long_the_rate_has_been_used_without_a_gap() -> None:
+    vt = VirtualTime()
+    budget = vt.budget(10)
+    assert await budget.load() == BudgetLoad(0.0, 0.0)
+    vt.now = 5.0
+    tasks = [start(budget.acquire("c", False)) for _ in range(20)]
+    await settle()
+    assert await budget.load() == BudgetLoad(pytest.approx(2.0), 0.0)
+    await vt.run(*tasks)  # the last send left at 6.9, back to back since 5.0
+    assert await budget.load() == BudgetLoad(pytest.approx(0.1), pytest.approx(1.9))
+    vt.now = 7.05  # a gap: the next send finds the rate idle and starts a new run
+    await budget.acquire("c", False)
+    assert await budget.load() == BudgetLoad(pytest.approx(0.1), 0.0)
+
+
+async def test_sends_spaced_wider_than_the_rate_never_keep_it_busy() -> None:
+    vt = VirtualTime()
+    budget = vt.budget(10)
+    for n in range(30):
+        vt.now = n * 0.11
+        await budget.acquire("c", False)
+        assert (await budget.load()).busy_for == 0.0
 
 
 async def test_a_pause_holds_every_send_and_is_never_shortened() -> None:

@@ -36,16 +36,17 @@ TARGET = Target("telegram", str(ASHA))
 class WrittenReply:
     """A reply as an agent writes it: deltas, then the authoritative final reply."""
 
-    def __init__(self, deltas: list[str], final: Reply) -> None:
+    def __init__(self, deltas: list[str], final: Reply, pauses: list[float] | None = None) -> None:
         self.deltas = deltas
         self._final = final
+        self.pauses = pauses or [0.0] * len(deltas)  # seconds before each delta
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._write()
 
     async def _write(self) -> AsyncIterator[str]:
-        for delta in self.deltas:
-            await asyncio.sleep(0)
+        for delta, pause in zip(self.deltas, self.pauses, strict=True):
+            await asyncio.sleep(pause)
             yield delta
 
     async def final(self) -> Reply:
@@ -54,8 +55,14 @@ class WrittenReply:
 
 @pytest.fixture
 async def tg(server: TelegramServer, tmp_path: Path) -> AsyncIterator[TelegramBot]:
+    # No hold before the first message: these replies are written at once, and the tests are
+    # about previews and edits.
     async with running_bot(
-        server, tmp_path, edit_interval=0.0, retry=RetryPolicy(base_delay=0.01)
+        server,
+        tmp_path,
+        edit_interval=0.0,
+        first_send_hold=0.0,
+        retry=RetryPolicy(base_delay=0.01),
     ) as running:
         yield running
 
@@ -92,11 +99,47 @@ async def test_streaming_sends_then_edits_and_ends_exactly_final(tg: TelegramBot
 
 async def test_streaming_edits_are_paced_per_chat(server: TelegramServer, tmp_path: Path) -> None:
     # With an hour between edits, only the first send and the final edit can happen.
-    async with running_bot(server, tmp_path, edit_interval=3600.0) as tg:
+    async with running_bot(server, tmp_path, edit_interval=3600.0, first_send_hold=0.0) as tg:
         final = Reply("one two three four five six")
         await tg.channel.stream(TARGET, WrittenReply(final.text.split(" "), final))
         assert len(server.calls_to("sendMessage", ASHA)) == 1
         assert len(server.calls_to("editMessageText", ASHA)) == 1
+        assert server.visible(ASHA) == [final.text]
+
+
+async def test_a_reply_written_within_the_hold_goes_out_once_without_edits(
+    server: TelegramServer, tmp_path: Path
+) -> None:
+    async with running_bot(server, tmp_path) as tg:  # the default hold
+        final = Reply("Your **EMI** is ₹21,696 a month.", choices=(Choice("Yes", "yes"),))
+        await tg.channel.stream(TARGET, WrittenReply(["Your ", "EMI is ", "₹21,696"], final))
+        (sent,) = server.calls_to("sendMessage", ASHA)
+        assert server.calls_to("editMessageText", ASHA) == []
+        assert server.visible(ASHA) == ["Your EMI is ₹21,696 a month."]
+        assert sent.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "yes"
+
+
+async def test_a_reply_still_written_when_the_hold_ends_shows_its_first_words(
+    server: TelegramServer, tmp_path: Path
+) -> None:
+    async with running_bot(server, tmp_path, first_send_hold=0.1, edit_interval=0.0) as tg:
+        final = Reply("First sentence. Second one.")
+        written = WrittenReply(["First sentence. ", "Second one."], final, pauses=[0.0, 0.6])
+        await tg.channel.stream(TARGET, written)
+        (preview,) = server.calls_to("sendMessage", ASHA)
+        assert preview.text == "First sentence."  # sent when the hold ended, not at the end
+        assert len(server.calls_to("editMessageText", ASHA)) >= 1
+        assert server.visible(ASHA) == [final.text]
+
+
+async def test_a_preview_showing_the_whole_reply_is_not_edited_again(
+    server: TelegramServer, tmp_path: Path
+) -> None:
+    async with running_bot(server, tmp_path, first_send_hold=0.0, edit_interval=3600.0) as tg:
+        final = Reply("All of it at once.")
+        await tg.channel.stream(TARGET, WrittenReply([final.text], final))
+        assert len(server.calls_to("sendMessage", ASHA)) == 1
+        assert server.calls_to("editMessageText", ASHA, ok=None) == []
         assert server.visible(ASHA) == [final.text]
 
 
