@@ -42,6 +42,8 @@ class Recorder:
                     files[part.name or ""] = (part.filename, part.headers.get("Content-Type"), data)
                 else:
                     fields[part.name or ""] = data.decode()
+        elif request.content_type == "application/json":
+            fields = await request.json()
         else:
             fields = dict(await request.post())
         self.requests.append(
@@ -96,16 +98,22 @@ async def test_bot_methods_reach_the_stand_in(telegram_api: TelegramServer) -> N
     assert [c.params["text"] for c in telegram_api.calls_to("editMessageText")] == ["Hello again"]
 
 
-async def test_fields_are_form_encoded_with_ptbs_user_agent(
+async def test_fields_go_as_a_json_body_with_ptbs_user_agent(
     recorder: tuple[Recorder, str],
 ) -> None:
     rec, url = recorder
     async with _bot(url) as bot:
-        await bot.send_message(42, "Namaste ₹ 25,00,000")
+        await bot.send_message(
+            42,
+            "Namaste ₹ 25,00,000",
+            reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("Yes", callback_data="yes")]]),
+        )
     sent = rec.requests[-1]
-    assert sent["content_type"] == "application/x-www-form-urlencoded"
+    assert sent["content_type"] == "application/json"
     assert sent["fields"]["text"] == "Namaste ₹ 25,00,000"
-    assert sent["fields"]["chat_id"] == "42"
+    assert sent["fields"]["chat_id"] == 42
+    # Nested values are JSON objects in the body, not JSON strings inside it.
+    assert sent["fields"]["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "yes"
     assert sent["user_agent"] == AiohttpRequest.USER_AGENT
 
 
