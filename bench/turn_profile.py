@@ -7,6 +7,8 @@ else runs meanwhile).
 
     python bench/turn_profile.py --turns 200            # every question worded differently
     python bench/turn_profile.py --turns 200 --repeat   # the same eight questions again and again
+    python bench/turn_profile.py --mix --chats 16       # bench/telegram.py's realistic mix, in
+                                                        # waves of one message from every chat
 
 Needs the embedding model: ``--model`` (default ``../shared/models/all-MiniLM-L6-v2``).
 """
@@ -34,6 +36,9 @@ from bot.settings import load_settings  # noqa: E402
 from core.knowledge.base import KnowledgeBase  # noqa: E402
 from core.knowledge.embedding import MiniLMEmbedder  # noqa: E402
 from core.messages import Inbound, Reply, Target  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from telegram_traffic import Traffic  # noqa: E402
 
 QUESTIONS = [
     "What documents do I need for a home loan?",
@@ -80,8 +85,9 @@ def _cumulative(stats: pstats.Stats, where: str, function: str) -> float:
     return sum(v[3] for k, v in entries.items() if k[0].endswith(where) and k[2] == function)
 
 
-async def main(turns: int, repeat: bool, model: Path) -> None:
+async def main(turns: int, repeat: bool, model: Path, mix: bool, chats: int) -> None:
     _timed(MiniLMEmbedder, "_forward", "embedding (tokenizer + ONNX)")
+    _timed(MiniLMEmbedder, "_forward_queries", "embedding queries together")
     _timed(Collection, "query", "Chroma query (HNSW + metadata)")
     _timed(Collection, "count", "Chroma count")
     _timed(KnowledgeBase, "_exact_search", "exact search (numpy)")
@@ -103,15 +109,34 @@ async def main(turns: int, repeat: bool, model: Path) -> None:
         profile = cProfile.Profile()
         started, cpu = time.perf_counter(), time.process_time()
         profile.enable()
-        for i in range(turns):
-            question = QUESTIONS[i % len(QUESTIONS)]
-            text = question if repeat else f"{question} (case {i})"
-            chat = f"c{i % 50}"
-            await service.handle(Inbound("bench", chat, chat, text, event_id=f"e{i}"))
+        if mix:
+            traffic = Traffic(seed=1, repeat_share=0.29)
+            sent = 0
+            while sent < turns:
+                # One message from every chat at once, as bench/telegram.py's waves arrive.
+                wave = [traffic.message() for _ in range(chats)]
+                await asyncio.gather(
+                    *(
+                        service.handle(
+                            Inbound("bench", f"m{c}", f"m{c}", text, event_id=f"m{sent + c}")
+                        )
+                        for c, text in enumerate(wave)
+                    )
+                )
+                sent += len(wave)
+            turns = sent
+        else:
+            for i in range(turns):
+                question = QUESTIONS[i % len(QUESTIONS)]
+                text = question if repeat else f"{question} (case {i})"
+                chat = f"c{i % 50}"
+                await service.handle(Inbound("bench", chat, chat, text, event_id=f"e{i}"))
         profile.disable()
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     stats = pstats.Stats(profile)
     kind = "the same eight questions" if repeat else "every question worded differently"
+    if mix:
+        kind = f"the realistic mix, {chats} chats at once ({traffic.describe()})"
     print(f"{turns} turns, {kind}: {wall / turns * 1000:.2f} ms wall, "
           f"{cpu / turns * 1000:.2f} ms CPU per turn (all threads)")  # fmt: skip
     for label, seconds in THREAD_TIMES.items():
@@ -137,8 +162,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--repeat", action="store_true")
+    parser.add_argument("--mix", action="store_true", help="bench/telegram.py's realistic mix")
+    parser.add_argument("--chats", type=int, default=16, help="with --mix: chats at once")
     parser.add_argument(
         "--model", type=Path, default=ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2"
     )
     args = parser.parse_args()
-    asyncio.run(main(args.turns, args.repeat, args.model))
+    asyncio.run(main(args.turns, args.repeat, args.model, args.mix, args.chats))

@@ -30,6 +30,7 @@ from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings as ChromaSettings
 
 from core.errors import KnowledgeError
+from core.knowledge.batcher import QueryBatcher
 from core.knowledge.embedding import MiniLMEmbedder
 from core.knowledge.types import Chunk, Hit, KnowledgeStats, SourceStats
 
@@ -90,7 +91,7 @@ class _Vectors:
     """A memory copy of the collection for exact cosine search: unit rows, one per chunk."""
 
     generation: int
-    matrix: Any  # float32, chunks x dimensions
+    matrix: Any  # float32, chunks x dimensions; None: too many chunks, ask Chroma's index
     ids: tuple[str, ...]
     texts: tuple[str, ...]
     sources: tuple[str, ...]
@@ -165,6 +166,7 @@ class KnowledgeBase:
         self._generation = 0
         self._vectors: _Vectors | None = None
         self._copy_lock = threading.Lock()
+        self._batcher = QueryBatcher(self._embed_queries)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -192,31 +194,30 @@ class KnowledgeBase:
         except Exception as exc:  # chromadb raises assorted client and transport errors
             raise KnowledgeUnavailable(f"Chroma failed: {type(exc).__name__}: {exc}") from exc
 
+    async def _embed_queries(self, texts: list[str]) -> list[Any]:
+        vectors: list[Any] = await self._call(self.embedder.query_arrays, texts)
+        return vectors
+
     async def open(self) -> None:
         await self._call(self._coll)
 
     async def close(self) -> None:
+        await self._batcher.close()
         close = getattr(self.client, "close", None)
         if close is not None:
             await self._call(close)
 
     # -- retrieval ---------------------------------------------------------------------------
 
-    def _search_sync(self, query: str, k: int, floor: float) -> list[Hit]:
-        if self.exact:
-            vectors = self._copy()
-            if vectors is not None:
-                if not vectors.ids:
-                    return []
-                return self._exact_search(vectors, self.embedder.query_array(query), k, floor)
+    def _search_sync(self, vector: Any, k: int, floor: float) -> list[Hit]:
+        """Chroma's own query (a server, or a collection too large to copy)."""
         coll = self._coll()
         if not self._has_chunks:
             if coll.count() == 0:
                 return []
             self._has_chunks = True
-        vector = self.embedder.query_vector(query)
         found = coll.query(
-            query_embeddings=[vector],  # type: ignore[arg-type]
+            query_embeddings=[vector.tolist()],
             n_results=k,
             include=["documents", "metadatas", "distances"],
         )
@@ -244,9 +245,9 @@ class KnowledgeBase:
         vectors = self._vectors
         return vectors if vectors is not None and vectors.generation == self._generation else None
 
-    def _copy(self) -> _Vectors | None:
-        """The memory copy, read from Chroma if a write made it stale; ``None`` when the
-        collection is too large for one (search Chroma's index then)."""
+    def _copy(self) -> _Vectors:
+        """The memory copy, read from Chroma if a write made it stale; without a matrix when
+        the collection is too large for one (search Chroma's index then)."""
         vectors = self._fresh_copy()
         if vectors is not None:
             return vectors
@@ -257,7 +258,10 @@ class KnowledgeBase:
             generation = self._generation
             coll = self._coll()
             if coll.count() > EXACT_MAX_CHUNKS:
-                return None
+                vectors = _Vectors(generation, None, (), (), (), ())
+                if generation == self._generation:
+                    self._vectors = vectors
+                return vectors
             ids: list[str] = []
             texts: list[str] = []
             sources: list[str] = []
@@ -301,14 +305,20 @@ class KnowledgeBase:
         if not query:
             return []
         floor = self.floor if floor is None else floor
+        vectors = None
         if self.exact:
-            # A question asked before, with the copy in memory, costs a matrix product of a few
-            # tens of microseconds: cheaper here than the hop to a worker thread and back.
-            vectors = self._fresh_copy()
-            vector = self.embedder.remembered(query) if vectors is not None else None
-            if vectors is not None and vector is not None:
-                return self._exact_search(vectors, vector, k, floor)
-        hits: list[Hit] = await self._call(self._search_sync, query, k, floor)
+            vectors = self._fresh_copy() or await self._call(self._copy)
+            if vectors.matrix is not None and not vectors.ids:
+                return []
+        # A question asked before costs no model call and no worker thread.
+        vector = self.embedder.remembered(query)
+        if vector is None:
+            vector = await self._batcher.vector(query)
+        if vectors is not None and vectors.matrix is not None:
+            # A matrix product of a few tens of microseconds: cheaper here than the hop to a
+            # worker thread and back.
+            return self._exact_search(vectors, vector, k, floor)
+        hits: list[Hit] = await self._call(self._search_sync, vector, k, floor)
         return hits
 
     # -- ingestion ---------------------------------------------------------------------------

@@ -36,6 +36,10 @@ QUERY_CACHE_SIZE = 2048
 # spends more CPU handing work over than it saves (measured 10-20% more CPU per query, and no
 # faster once the other core is busy); ingestion's batches lose little with one thread too.
 INTRA_OP_THREADS = 1
+# Queries embedded together are padded to the longest of their group; a group holds at most
+# this many tokens with its padding: four chunks' worth, as ingestion's batches, so batching
+# queries never grows onnxruntime's memory arena beyond what ingestion already made it.
+QUERY_BATCH_TOKENS = 1024
 
 
 class EmbeddingUnavailable(KnowledgeError):
@@ -122,6 +126,42 @@ class MiniLMEmbedder(ONNXMiniLM_L6_V2):
         )[0]
         return self._normalize(hidden.mean(axis=1)).astype(np.float32)
 
+    def _forward_queries(self, texts: list[str]) -> Any:
+        """Several queries in as few model calls as the token budget allows, shorter ones
+        grouped together so that little is padding; rows in input order."""
+        encoded = self.tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+        lengths = mask.sum(axis=1)
+        order = np.argsort(lengths, kind="stable")
+        out = np.empty((len(texts), 0), dtype=np.float32)
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and (end + 1 - start) * lengths[order[end]] <= (
+                QUERY_BATCH_TOKENS
+            ):
+                end += 1
+            rows = order[start:end]
+            # The tokenizer pads on the right: the group's own padding is a prefix of it.
+            width = int(lengths[rows[-1]])
+            group_ids, group_mask = ids[rows, :width], mask[rows, :width]
+            hidden = self.model.run(
+                None,
+                {
+                    "input_ids": group_ids,
+                    "attention_mask": group_mask,
+                    "token_type_ids": np.zeros_like(group_ids),
+                },
+            )[0]
+            weights = group_mask[..., None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+            if out.shape[1] == 0:
+                out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+            out[rows] = self._normalize(pooled).astype(np.float32)
+            start = end
+        return out
+
     def query_vector(self, text: str) -> list[float]:
         return list(self.query_array(text).tolist())
 
@@ -130,16 +170,26 @@ class MiniLMEmbedder(ONNXMiniLM_L6_V2):
         questions again and again. The key is the text lower-cased with its whitespace
         collapsed, which the model's tokenizer (uncased) would make of it anyway, so a hit is
         the same vector."""
-        key = _cache_key(text)
-        vector = self.remembered(key)
-        if vector is None:
-            vector = self._forward([key])[0]
-            vector.flags.writeable = False
+        return self.query_arrays([text])[0]
+
+    def query_arrays(self, texts: list[str]) -> list[Any]:
+        """Each query's vector as ``query_array`` gives it; those not remembered are embedded
+        together (the same vectors to float rounding, for less CPU per query)."""
+        keys = [_cache_key(t) for t in texts]
+        found = {k: v for k in dict.fromkeys(keys) if (v := self.remembered(k)) is not None}
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
+        if missing:
+            if len(missing) == 1:
+                vectors = self._forward(missing)
+            else:
+                vectors = self._forward_queries(missing)
             with self._cache_lock:
-                self._cache[key] = vector
-                if len(self._cache) > QUERY_CACHE_SIZE:
+                for key, vector in zip(missing, vectors, strict=True):
+                    vector.flags.writeable = False
+                    found[key] = self._cache[key] = vector
+                while len(self._cache) > QUERY_CACHE_SIZE:
                     self._cache.popitem(last=False)
-        return vector
+        return [found[k] for k in keys]
 
     def remembered(self, text: str) -> Any | None:
         """The query's vector if it is remembered, else ``None`` (cheap: no model call)."""

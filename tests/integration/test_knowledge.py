@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ from core.catalogue import load_catalogue
 from core.conversation import ConversationService
 from core.knowledge.answer import knowledge_lookup
 from core.knowledge.base import IngestReport, KnowledgeBase, SourceDocument, connect_chroma
+from core.knowledge.batcher import QueryBatcher
 from core.knowledge.chunking import chunk_id
 from core.knowledge.embedding import EmbeddingUnavailable, MiniLMEmbedder, load_embedder
 from core.knowledge.ingest import BUNDLED_MARKER, ingest_paths, sync_bundled
@@ -244,6 +246,43 @@ async def test_a_chunk_ingested_or_deleted_is_seen_by_the_next_search(
     await bundled_kb.ingest_source(SourceDocument("extra", "pets.md", ()), IngestReport())
     assert chunk.chunk_id not in [h.chunk_id for h in await bundled_kb.search(question, 4, 0.0)]
     assert await bundled_kb.search(question, 1) == before
+
+
+async def test_queries_waiting_together_share_a_model_call_and_get_their_own_vectors(
+    embedder: MiniLMEmbedder,
+) -> None:
+    texts = [f"{q} (asked together {i})" for i, q in enumerate(eval_questions()[:12])]
+    texts.append(texts[3].upper())  # the same query twice in one batch
+    alone = [embedder.embed([text])[0] for text in texts]  # one model call each, unpadded
+    calls: list[list[str]] = []
+
+    async def embed_many(batch: list[str]) -> list[Any]:
+        calls.append(batch)
+        return await asyncio.to_thread(embedder.query_arrays, batch)
+
+    batcher = QueryBatcher(embed_many, max_batch=8)
+    first = asyncio.ensure_future(batcher.vector("what is the interest on a car loan (first)"))
+    await asyncio.sleep(0)  # the first batch starts with one query; the rest queue behind it
+    vectors = await asyncio.gather(*(batcher.vector(text) for text in texts))
+    await first
+    assert [len(batch) for batch in calls] == [1, 8, 5]
+    for text, vector, single in zip(texts, vectors, alone, strict=True):
+        assert vector.shape == (384,)
+        assert max(abs(a - b) for a, b in zip(vector.tolist(), single, strict=True)) < 1e-5, text
+    # A failing call fails each of its own callers, and the next batch is made all the same.
+    failing = QueryBatcher(lambda batch: asyncio.sleep(0, result=[]), max_batch=8)
+    with pytest.raises(ValueError):
+        await failing.vector("anything")
+    await batcher.close()
+
+
+async def test_concurrent_searches_each_get_their_own_hits(bundled_kb: KnowledgeBase) -> None:
+    texts = [f"{q} (all at once)" for q in eval_questions()[:16]]
+    together = await asyncio.gather(*(bundled_kb.search(text, 3, 0.0) for text in texts))
+    bundled_kb.exact = False  # Chroma's own query, with each text's remembered vector
+    for text, hits in zip(texts, together, strict=True):
+        expected = await bundled_kb.search(text, 3, 0.0)
+        assert [h.chunk_id for h in hits] == [h.chunk_id for h in expected], text
 
 
 async def test_an_empty_collection_answers_nothing_then_what_is_ingested(
