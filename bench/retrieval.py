@@ -125,6 +125,17 @@ async def main() -> int:
             await kb.search(q, 4, floor=0.0)
             again.append((time.perf_counter() - t) * 1000)
         again_cpu = (time.process_time() - cpu) / args.queries * 1000
+        at_once: dict[int, float] = {}
+        for n in (1, 4, 8, 16):
+            cpu = time.process_time()
+            asked = 0
+            for start in range(0, args.queries, n):
+                # n new questions arriving together, as turns of n chats do.
+                batch = [f"{questions[i % len(questions)]} (at once {n}/{i})"
+                         for i in range(start, start + n)]  # fmt: skip
+                await asyncio.gather(*(kb.search(q, 4, floor=0.0) for q in batch))
+                asked += len(batch)
+            at_once[n] = (time.process_time() - cpu) / asked * 1000
         embed_only = []
         for q in questions:
             t = time.perf_counter()
@@ -153,6 +164,11 @@ async def main() -> int:
         f"query CPU (all threads): {query_cpu:.2f} ms per new question; asked again word for "
         f"word (vector reused): {again_cpu:.2f} ms, p50 {percentile(again, 0.5):.2f} ms, "
         f"p99 {percentile(again, 0.99):.2f} ms"
+    )
+    print(
+        "query CPU (all threads) with new questions arriving together: "
+        + ", ".join(f"{n} at once {ms:.2f} ms" for n, ms in at_once.items())
+        + " per question"
     )
     return 0
 
