@@ -16,13 +16,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from core.ratelimit import SharedStateUnavailable, redis_errors, redis_pool
 
-from core.ratelimit import SharedStateUnavailable, redis_pool
+if TYPE_CHECKING:
+    # redis is imported only when a Redis URL is set: one process needs none of it.
+    from redis.commands.core import AsyncScript
 
 GROUP_WINDOW = 60.0  # seconds: Telegram's group limit is per minute
 _PRUNE_FLOOR = 1024  # groups remembered before the local budget sweeps out quiet ones
@@ -265,6 +265,9 @@ class RedisSendBudget:
         _check(rate, group_per_minute)
         self._interval_us = 0 if rate is None else max(1, round(1_000_000 / rate))
         self._group_limit = group_per_minute
+        from redis.asyncio import Redis
+
+        self._errors = redis_errors()
         self._pool = redis_pool(url, f"{prefix}:sendbudget")
         self._redis = Redis(connection_pool=self._pool)
         base = f"{prefix}:sendbudget"
@@ -306,7 +309,7 @@ class RedisSendBudget:
     async def paused_for(self) -> float:
         try:
             milliseconds = await self._redis.pttl(self._pause_key)
-        except (RedisError, OSError) as exc:
+        except self._errors as exc:
             raise SharedStateUnavailable(f"send budget unavailable: {exc}") from exc
         return max(0, milliseconds) / 1000
 
@@ -320,7 +323,7 @@ class RedisSendBudget:
     async def _run(self, script: AsyncScript, keys: list[str], args: list[int]) -> Any:
         try:
             return await script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+        except self._errors as exc:
             raise SharedStateUnavailable(f"send budget unavailable: {exc}") from exc
 
     async def aclose(self) -> None:

@@ -157,6 +157,27 @@ def test_a_redis_url_still_loads_redis(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_telegrams_send_budget_loads_redis_only_with_a_redis_url(tmp_path: Path) -> None:
+    script = (
+        "import asyncio, sys; from core.sendbudget import send_budget_for; "
+        "budget = send_budget_for(None, 30, 20); "
+        "assert 'redis' not in sys.modules, 'one process needs no redis'; "
+        "shared = send_budget_for('redis://127.0.0.1:6379/0', 30, 20, 'lean-imports-test'); "
+        "assert 'redis' in sys.modules; "
+        "asyncio.run(shared.aclose())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_chromas_tracing_still_gets_the_real_exporter(tmp_path: Path) -> None:
     script = """
 import sys
