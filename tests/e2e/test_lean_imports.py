@@ -66,6 +66,20 @@ def _unwanted(modules: set[str]) -> list[str]:
     return sorted(set(NEVER_ON_THE_DEFAULT_PATH) & modules)
 
 
+def _python(script: str, tmp_path: Path) -> None:
+    """Run ``script`` in a fresh interpreter (nothing imported yet) and require it to pass."""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -145,16 +159,7 @@ def test_a_redis_url_still_loads_redis(tmp_path: Path) -> None:
         "RateLimits('redis://127.0.0.1:6379/0'); "
         "assert 'redis' in sys.modules"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    _python(script, tmp_path)
 
 
 def test_telegrams_send_budget_loads_redis_only_with_a_redis_url(tmp_path: Path) -> None:
@@ -166,16 +171,7 @@ def test_telegrams_send_budget_loads_redis_only_with_a_redis_url(tmp_path: Path)
         "assert 'redis' in sys.modules; "
         "asyncio.run(shared.aclose())"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    _python(script, tmp_path)
 
 
 def test_chromas_tracing_still_gets_the_real_exporter(tmp_path: Path) -> None:
@@ -191,16 +187,7 @@ assert type(exporter).__module__ == "opentelemetry.exporter.otlp.proto.grpc.trac
 assert "grpc" in sys.modules
 exporter.shutdown()
 """
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    _python(script, tmp_path)
 
 
 def test_releasing_free_memory_is_safe_anywhere() -> None:
