@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -26,14 +25,12 @@ from pathlib import Path
 
 import httpx
 
-KEY = "bench-key-0123456789abcdef"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.serving import KEY, free_port, serve_env  # noqa: E402
+
 CONVERSATION = ("hi", "I need a home loan", "25 lakh", "20 years", "1.2 lakh a month", "/reset")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def peak_rss_mib(pid: int) -> float | None:
@@ -57,18 +54,15 @@ def cpu_seconds(pid: int) -> float:
 @contextlib.asynccontextmanager
 async def serve(data_dir: Path, memory: list[float | None]) -> AsyncIterator[tuple[str, int]]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ESOTERIC_", "GROQ_"))}
-    env.pop("DATABASE_URL", None)
-    env.update(
-        ESOTERIC_DATA_DIR=str(data_dir),
-        ESOTERIC_HTTP_PORT=str(port),
+    env = serve_env(
+        data_dir,
+        port,
         ESOTERIC_API_KEYS=KEY,
         ESOTERIC_RATE_LIMIT_PER_MINUTE="1000000",
         # Benchmark senders are machines: flood control counts them, never stops one (10,000
         # a minute is the most the setting allows).
         ESOTERIC_FLOOD_MESSAGES_PER_MINUTE="10000",
         ESOTERIC_EMBEDDING_MODEL_DIR=str(data_dir / "no-model"),
-        ESOTERIC_LOG_LEVEL="WARNING",
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "serve", env=env, stderr=asyncio.subprocess.DEVNULL

@@ -32,7 +32,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,13 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-KEY = "bench-key-0123456789abcdef"
-
-
-def model_dir() -> Path:
-    configured = os.environ.get("ESOTERIC_EMBEDDING_MODEL_DIR")
-    default = ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2"
-    return Path(configured) if configured else default
+from bench.serving import KEY, free_port, model_dir, serve_env  # noqa: E402
 
 
 def questions(limit: int) -> list[str]:
@@ -203,25 +196,16 @@ def run_child(*args: str) -> list[dict[str, float | str]]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def serve(data_dir: Path) -> AsyncIterator[tuple[str, int]]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ESOTERIC_", "GROQ_"))}
-    env.pop("DATABASE_URL", None)
-    env.update(
-        ESOTERIC_DATA_DIR=str(data_dir),
-        ESOTERIC_HTTP_PORT=str(port),
+    env = serve_env(
+        data_dir,
+        port,
         ESOTERIC_API_KEYS=KEY,
         ESOTERIC_RATE_LIMIT_PER_MINUTE="1000000",
         ESOTERIC_FLOOD_MESSAGES_PER_MINUTE="10000",
         ESOTERIC_EMBEDDING_MODEL_DIR=str(model_dir()),
-        ESOTERIC_LOG_LEVEL="WARNING",
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "serve", env=env, cwd=ROOT
@@ -257,24 +241,18 @@ async def measure_telegram(data_dir: Path, chats: int, waves: int, llm: bool) ->
             replies[call.chat_id] = replies.get(call.chat_id, 0) + 1
 
     port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ESOTERIC_", "GROQ_", "TELEGRAM_", "SLACK_", "DATABASE_URL"))
-    }
     groq: asyncio.subprocess.Process | None = None
     rows: list[Row] = []
     async with TelegramServer() as server:
         server.on_call = count
-        env.update(
+        env = serve_env(
+            data_dir,
+            port,
             TELEGRAM_BOT_TOKEN=TOKEN,
             ESOTERIC_TELEGRAM_API_URL=server.base_url,
             ESOTERIC_TELEGRAM_MESSAGES_PER_SECOND="1000",
             ESOTERIC_FLOOD_MESSAGES_PER_MINUTE="10000",
-            ESOTERIC_DATA_DIR=str(data_dir),
-            ESOTERIC_HTTP_PORT=str(port),
             ESOTERIC_EMBEDDING_MODEL_DIR=str(model_dir()),
-            ESOTERIC_LOG_LEVEL="WARNING",
         )
         if llm:
             groq = await asyncio.create_subprocess_exec(

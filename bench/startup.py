@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -32,7 +31,10 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "bench-key-0123456789abcdef"
+sys.path.insert(0, str(ROOT))
+
+from bench.serving import KEY, free_port, model_dir, serve_env  # noqa: E402
+
 QUESTION = "what documents do I need for a home loan?"
 
 FLOOR = """
@@ -50,29 +52,10 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
 
-def model_dir() -> Path:
-    configured = os.environ.get("ESOTERIC_EMBEDDING_MODEL_DIR")
-    default = ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2"
-    return Path(configured) if configured else default
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def environment(data_dir: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ESOTERIC_", "GROQ_"))}
-    env.pop("DATABASE_URL", None)
-    env.update(
-        ESOTERIC_DATA_DIR=str(data_dir),
-        ESOTERIC_HTTP_PORT=str(port),
-        ESOTERIC_API_KEYS=KEY,
-        ESOTERIC_EMBEDDING_MODEL_DIR=str(model_dir()),
-        ESOTERIC_LOG_LEVEL="WARNING",
+    return serve_env(
+        data_dir, port, ESOTERIC_API_KEYS=KEY, ESOTERIC_EMBEDDING_MODEL_DIR=str(model_dir())
     )
-    return env
 
 
 async def first_answers(
