@@ -112,7 +112,7 @@ def _words_value(text: str) -> Decimal | None:
 
 def parse_amount(text: str) -> Decimal | None:
     """The first money amount in ``text``, in rupees."""
-    cleaned = text.replace("₹", " ").replace("/-", " ")
+    cleaned = normalise_numbers(text).replace("₹", " ").replace("/-", " ")
     cleaned = re.sub(r"\b(?:rs|inr|rupees?)\.?", " ", cleaned, flags=re.IGNORECASE)
     for match in _NUMBER.finditer(cleaned):
         value = _to_decimal(match.group(1))
@@ -130,7 +130,7 @@ def parse_amount(text: str) -> Decimal | None:
 
 
 _DURATION_AFTER = re.compile(
-    r"\s*(?:years?|yrs?|y|months?|mths?|mos?|m\b|%|percent)", re.IGNORECASE
+    r"\s*(?:(?:years?|yrs?|y|months?|mths?|mos?|m)\b|%|percent)", re.IGNORECASE
 )
 
 
@@ -150,6 +150,7 @@ def parse_tenure_months(text: str) -> int | None:
 
     A bare number is read as years when small (customers say "20" for twenty years) and as
     months when it is a typical month count."""
+    text = normalise_numbers(text)
     for match in _TENURE.finditer(text):
         digits, words, unit = match.group(1), match.group(2), match.group(3).lower()
         quantity = _to_decimal(digits) if digits else _words_value(words)
@@ -175,6 +176,7 @@ _PERIOD_YEAR = re.compile(
 
 def parse_monthly_income(text: str) -> Decimal | None:
     """Monthly income; yearly figures ("12 LPA", "15 lakh per annum") are divided by twelve."""
+    text = normalise_numbers(text)
     lpa = re.search(r"(\d+(?:\.\d+)?)\s*lpa\b", text, re.IGNORECASE)
     if lpa:
         return (Decimal(lpa.group(1)) * 100_000 / 12).quantize(Decimal(1))
@@ -227,3 +229,147 @@ def parse_indian_mobile(text: str) -> str | None:
     if not match:
         return None
     return "+91" + match.group(1)
+
+
+# -- Hindi, Hinglish and Devanagari ------------------------------------------------------------
+
+_DEVANAGARI_DIGITS = str.maketrans("०१२३४५६७८९", "0123456789")
+# Number words that become digits when a unit or scale follows them ("do lakh", "15 saal" is
+# already digits): "do", "das" and "saath" are ordinary words elsewhere.
+_NUMBER_WORDS: dict[str, Decimal] = {
+    **{w: Decimal(v) for w, v in _UNITS.items() if w not in ("a", "an", "half", "zero")},
+    **{
+        w: Decimal(v)
+        for v, words in {
+            1: "ek एक",
+            2: "do doh दो",
+            3: "teen tin तीन",
+            4: "char chaar चार",
+            5: "paanch panch paach पांच पाँच",
+            6: "chhe chhah chah chheh छह छः छे",
+            7: "saat सात",
+            8: "aath आठ",
+            9: "nau नौ",
+            10: "das dus दस",
+            11: "gyarah gyaarah ग्यारह",
+            12: "barah baarah बारह",
+            13: "terah तेरह",
+            14: "chaudah चौदह",
+            15: "pandrah pandra पंद्रह पन्द्रह",
+            16: "solah सोलह",
+            17: "satrah सत्रह",
+            18: "atharah athara अठारह",
+            19: "unnis उन्नीस",
+            20: "bees bis बीस",
+            25: "pachis pachees पच्चीस",
+            30: "tees tis तीस",
+            35: "paintis पैंतीस",
+            40: "chalis chaalis चालीस",
+            45: "paintalis पैंतालीस",
+            50: "pachas pachaas पचास",
+            60: "saath साठ",
+            70: "sattar सत्तर",
+            75: "pachattar पचहत्तर",
+            80: "assi अस्सी",
+            90: "nabbe नब्बे",
+        }.items()
+        for w in words.split()
+    },
+}
+_MULTIPLIERS = {"hundred": Decimal(100), "sau": Decimal(100), "सौ": Decimal(100)}
+# Words that are a number on their own: one and a half, two and a half.
+_WHOLE_FRACTIONS = {
+    w: Decimal(v)
+    for v, words in {"1.5": "dedh derh dedhh डेढ़ डेढ", "2.5": "dhai dhaai adhai ढाई"}.items()
+    for w in words.split()
+}
+# Words that adjust the number after them: sava do = 2.25, saade teen = 3.5.
+_ADJUSTERS = {
+    w: Decimal(v)
+    for v, words in {"0.25": "sava sawa savaa सवा", "0.5": "saade sade saadhe साढ़े साढे"}.items()
+    for w in words.split()
+}
+_MONEY_UNITS = {
+    "lakh": "lakh lakhs lac lacs लाख",
+    "crore": "crore crores cr karod karor करोड़ करोड",
+    "thousand": "thousand hazaar hazar hajar hajaar हज़ार हजार",
+}
+_DURATION_UNITS = {
+    "years": "years year yrs yr saal sal saalon varsh varsho baras साल वर्ष बरस सालों",
+    "months": "months month mahine mahina mahino mahinon maheene महीने महीना महीनों माह",
+}
+_UNIT_CANONICAL = {
+    w: canonical
+    for table in (_MONEY_UNITS, _DURATION_UNITS)
+    for canonical, words in table.items()
+    for w in words.split()
+}
+_TOKEN = re.compile(r"[\u0900-\u097F]+|[^\W\d_]+|\d+(?:[.,]\d+)*", re.IGNORECASE)
+
+
+def _is_unit(token: str) -> bool:
+    lowered = token.lower()
+    return lowered in _UNIT_CANONICAL or lowered in _SCALES or lowered in _MULTIPLIERS
+
+
+def normalise_numbers(text: str) -> str:
+    """Digits and English units for the ways Indian customers write numbers.
+
+    "do lakh" -> "2 lakh", "pachas hazaar" -> "50 thousand", "dedh lakh" -> "1.5 lakh",
+    "sava do lakh" -> "2.25 lakh", "१५ साल" -> "15 years", "दो करोड़" -> "2 crore". A number word
+    only becomes digits when a unit follows, so "do I need" stays as it is; a duration word only
+    becomes "years"/"months" right after a number, so "har mahine" (every month) stays."""
+    text = text.translate(_DEVANAGARI_DIGITS)
+    tokens = list(_TOKEN.finditer(text))
+    out: list[str] = []
+    last = 0
+    i = 0
+    while i < len(tokens):
+        start = i
+        adjust = Decimal(0)
+        words = [t.group().lower() for t in tokens[i:]]
+        value: Decimal | None = None
+        j = 0
+        if words[0] in _ADJUSTERS:
+            adjust = _ADJUSTERS[words[0]]
+            j = 1
+        total = Decimal(0)
+        current = Decimal(0)
+        seen = False
+        while j < len(words):
+            word = words[j]
+            if word in _WHOLE_FRACTIONS and not seen:
+                current, seen = _WHOLE_FRACTIONS[word], True
+            elif word in _NUMBER_WORDS:
+                current += _NUMBER_WORDS[word]
+                seen = True
+            elif word in _MULTIPLIERS and seen:
+                total += current * _MULTIPLIERS[word]
+                current = Decimal(0)
+            elif word in ("and", "aur") and seen:
+                pass
+            else:
+                break
+            j += 1
+        if seen:
+            value = total + current
+        elif adjust and j < len(words) and words[j] in _UNIT_CANONICAL:
+            value = Decimal(1)  # "sava lakh": one and a quarter lakh
+        end = start + j
+        if value is not None and end < len(tokens) and _is_unit(words[j]):
+            value += adjust
+            number = format(value.normalize(), "f")
+            out.append(text[last : tokens[start].start()] + number)
+            last = tokens[end - 1].end() if end > start else tokens[start].start()
+            i = end
+            continue
+        i = start + 1
+    out.append(text[last:])
+    text = "".join(out)
+    return _UNIT_AFTER_NUMBER.sub(
+        lambda m: m.group(1) + " " + _UNIT_CANONICAL[m.group(2).lower()], text
+    )
+
+
+_UNIT_WORDS = "|".join(sorted((re.escape(w) for w in _UNIT_CANONICAL), key=len, reverse=True))
+_UNIT_AFTER_NUMBER = re.compile(rf"(\d)\s*({_UNIT_WORDS})(?![\w\u0900-\u097F])", re.IGNORECASE)
