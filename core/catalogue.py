@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
@@ -106,3 +107,90 @@ def load_catalogue(path: Path | None = None) -> Catalogue:
         except OSError as exc:
             raise CatalogueError(f"cannot read catalogue {path}: {exc}") from exc
     return parse_catalogue(text)
+
+
+# Names customers use beyond the catalogue's keywords: Devanagari and Hinglish spellings.
+_EXTRA_ALIASES: dict[str, tuple[str, ...]] = {
+    "home": ("होम", "घर", "मकान", "फ्लैट", "हाउसिंग", "गृह", "makan", "gharr"),
+    "personal": ("पर्सनल", "व्यक्तिगत", "शादी", "niji"),
+    "car": ("कार", "गाड़ी", "गाडी", "वाहन", "gadi", "gaddi", "gaari", "gari"),
+    "business": ("बिज़नेस", "बिजनेस", "व्यापार", "व्यवसाय", "dhandha", "vyapar", "karobar"),
+    "education": ("एजुकेशन", "शिक्षा", "पढ़ाई", "पढाई", "padhaai", "padhayi"),
+}
+# Keywords that are everyday words too ("I'm at home"): they name a product only in a
+# message about a loan, or as the answer to "which loan?".
+_AMBIGUOUS = frozenset(
+    (  # noqa: SIM905 - a sentence of words reads better than a column of them
+        "home house flat apartment property car auto travel holiday vacation medical shop course "
+        "student abroad college university study studies घर मकान कार"
+    ).split()
+)
+_LOAN_CONTEXT = re.compile(
+    r"\b(?:lo+a?n\w*|lone|lon|emi|borrow\w*|financ\w*|buy\w*|purchas\w*|kharid\w*|chahiye"
+    r"|chaiye|need|want|looking|apply\w*|liye|lakh|crore|fund\w*)\b|लोन|ऋण|चाहिए|खरीद|लिए|लाख",
+    re.IGNORECASE,
+)
+_NOT_A_PRODUCT = re.compile(r"\b(?:at|from|to|in) home\b|\bwork from\b", re.IGNORECASE)
+_LATIN_WORD = re.compile(r"[a-z]+")
+_LOAN_TYPO = re.compile(r"^(?:lo+a?n[se]?|lone|laon|lon)$")
+_EDGE = r"[\w\u0900-\u097F]"
+
+
+class ProductMatcher:
+    """Which product a message names, also misspelt ("personl loan", "hom lone") or in Hindi.
+
+    Exact keywords are matched whole-word (Devanagari included); typos are matched with
+    rapidfuzz against the product words, strictly for lone words and a little looser when the
+    next word is "loan" (or a typo of it), so ordinary words are not taken for products."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self._aliases: dict[str, str] = {}
+        for product in catalogue.products.values():
+            for alias in (
+                product.id,
+                product.name.lower().removesuffix(" loan"),
+                *product.keywords,
+                *_EXTRA_ALIASES.get(product.id, ()),
+            ):
+                self._aliases.setdefault(alias.lower(), product.id)
+        words = "|".join(sorted((re.escape(a) for a in self._aliases), key=len, reverse=True))
+        self._exact = re.compile(rf"(?<!{_EDGE})(?:{words})(?!{_EDGE})", re.IGNORECASE)
+        self._fuzzy_choices = [a for a in self._aliases if a.isascii() and len(a) >= 3]
+
+    def match(self, text: str, expecting_product: bool = False) -> str | None:
+        """The product id ``text`` names, or ``None``. ``expecting_product``: the bot has just
+        asked which loan, so a bare everyday word ("home") is an answer."""
+        lowered = text.lower()
+        context = expecting_product or bool(_LOAN_CONTEXT.search(lowered))
+        masked = _NOT_A_PRODUCT.sub(" ", lowered)
+        for found in self._exact.finditer(masked):
+            alias = found.group().lower()
+            if alias not in _AMBIGUOUS or context:
+                return self._aliases[alias]
+        return self._fuzzy(masked, context)
+
+    def _fuzzy(self, lowered: str, context: bool) -> str | None:
+        # Imported here: only a message naming no product exactly needs it.
+        from rapidfuzz import fuzz, process
+
+        words = _LATIN_WORD.findall(lowered)
+        for i, word in enumerate(words):
+            if len(word) < 3 or word in self._aliases:
+                continue
+            before_loan = i + 1 < len(words) and bool(_LOAN_TYPO.match(words[i + 1]))
+            # "hom" before "lone" is a home loan; a lone short word needs to be nearly exact.
+            cutoff = 80 if before_loan else 88
+            if not before_loan and len(word) < 5:
+                continue
+            best = process.extractOne(
+                word, self._fuzzy_choices, scorer=fuzz.ratio, score_cutoff=cutoff
+            )
+            if best is None:
+                continue
+            alias = best[0]
+            if abs(len(alias) - len(word)) > 2:
+                continue
+            if alias in _AMBIGUOUS and not (context or before_loan):
+                continue
+            return self._aliases[alias]
+        return None
