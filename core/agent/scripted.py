@@ -15,7 +15,7 @@ from typing import Any
 
 from core.agent.base import AgentResult, LeadDraft, TurnContext
 from core.agent.sales import SalesAssistant
-from core.catalogue import Catalogue, Product
+from core.catalogue import Catalogue, Product, ProductMatcher
 from core.knowledge.gate import KnowledgeNotReady
 from core.loan import eligibility, summarise
 from core.messages import Choice, Citation, Reply
@@ -27,6 +27,7 @@ from core.numbers import (
     parse_tenure_months,
     parse_yes_no,
 )
+from core.slots import Slots, extract_slots
 
 # Stages, in the order a quote is built.
 NEED, AMOUNT, TENURE, INCOME, OFFER, CONSENT, NAME, PHONE, DONE = (
@@ -54,6 +55,14 @@ _HUMAN = re.compile(
 _QUESTION = re.compile(
     r"\?|\b(what|which|how|why|when|where|can i|do i|is there|are there|documents?|fees?|charges?|"
     r"prepay|foreclos|eligib|interest rate|kya|kaise|kitna)\b",
+    re.IGNORECASE,
+)
+# Questions about the product itself ("what documents do I need?"), answered from the knowledge
+# base in the middle of a quote rather than read as a slot, even when they hold a number.
+_TOPIC = re.compile(
+    r"\b(documents?|docs|papers?|kagaz|fees?|charges?|prepay\w*|foreclos\w*|eligib\w*|"
+    r"interest rate|rate of interest|processing|penalty|cibil|credit score|tax|collateral|"
+    r"guarantor|insurance)\b|दस्तावेज़|दस्तावेज|कागज",
     re.IGNORECASE,
 )
 _EXISTING_EMI = re.compile(
@@ -96,30 +105,17 @@ class ScriptedAgent:
         self.catalogue = catalogue
         self.config = config or ScriptedAgentConfig(currency=catalogue.currency)
         self.knowledge = knowledge
-        # One pattern per product, compiled once: this runs on every customer message.
-        self._product_patterns = [
-            (
-                product,
-                re.compile(
-                    r"\b(?:"
-                    + "|".join(re.escape(k) for k in (product.id, *product.keywords))
-                    + r")\b"
-                ),
-            )
-            for product in catalogue.products.values()
-        ]
+        # Built once: this runs on every customer message.
+        self._products = ProductMatcher(catalogue)
 
     # -- helpers ---------------------------------------------------------------------------
 
     def money(self, amount: Decimal | int) -> str:
         return format_money(amount, self.config.currency)
 
-    def detect_product(self, text: str) -> Product | None:
-        lowered = text.lower()
-        for product, pattern in self._product_patterns:
-            if pattern.search(lowered):
-                return product
-        return None
+    def detect_product(self, text: str, expecting_product: bool = False) -> Product | None:
+        pid = self._products.match(text, expecting_product)
+        return self.catalogue.products[pid] if pid is not None else None
 
     def greeting(self, welcome_back: bool = False) -> Reply:
         opener = "Welcome back! " if welcome_back else "Hello! "
@@ -152,6 +148,13 @@ class ScriptedAgent:
         stage = state.get("stage")
         text = ctx.text.strip()
 
+        if stage in (OFFER, DONE) and state.get("product") and not _TOPIC.search(text):
+            # A correction after the quote ("no, make it 25 lakh", "actually 15 years").
+            slots = extract_slots(text)
+            if slots.any and self.detect_product(text) is None:
+                current = self.catalogue.get(state["product"])
+                return await self._take_slots(state, text, current, slots, expected=None)
+
         if stage in (OFFER, CONSENT, NAME, PHONE):
             handled = self._lead_flow(state, text, ctx)
             if handled is not None:
@@ -160,14 +163,17 @@ class ScriptedAgent:
         if _HUMAN.search(text) and stage not in (CONSENT, NAME, PHONE):
             return self.ask_consent(state, wants_human=True)
 
-        product = self.detect_product(text)
+        product = self.detect_product(text, expecting_product=stage in (None, NEED))
         if product is not None and product.id != state.get("product"):
             switched = state.get("product") is not None
+            # Numbers given before the product ("50 lakh for 20 years") are kept.
+            keep = {} if switched else {k: state.get(k) for k in ("amount", "tenure")}
             state = {
                 "stage": AMOUNT,
                 "product": product.id,
                 "income": state.get("income"),
                 "existing_emis": state.get("existing_emis"),
+                **keep,
             }
             self._fill_opportunistic(state, text, product, expected=None)
             # A question about a product ("documents for a home loan?") is answered first.
@@ -190,6 +196,23 @@ class ScriptedAgent:
                 suffix = "\n\nWhich loan are you interested in?"
                 return answer_with_state(answer, state, suffix=suffix)
             state["stage"] = NEED
+            slots = extract_slots(text)
+            if slots.any:
+                # Remembered until the customer names the product.
+                if slots.amount is not None:
+                    state["amount"] = str(slots.amount)
+                if slots.tenure_months is not None:
+                    state["tenure"] = slots.tenure_months
+                if slots.income is not None:
+                    state["income"] = str(slots.income)
+                return AgentResult(
+                    Reply(
+                        "Noted. Which loan is this for: home, personal, car, business or "
+                        "education?",
+                        choices=_product_choices(self.catalogue),
+                    ),
+                    state,
+                )
             if _GREETING.search(text) or stage is None:
                 return AgentResult(self.greeting(), state)
             return AgentResult(
@@ -204,12 +227,9 @@ class ScriptedAgent:
         product = self.catalogue.get(state["product"])
         if stage in (AMOUNT, TENURE, INCOME):
             return await self._slot_turn(state, text, product)
-        # DONE: a finished quote; new numbers restart the quote for the same product.
+        # DONE: a finished quote.
         if _THANKS.search(text):
             return AgentResult(Reply("You're welcome! If you need anything else, just ask."), state)
-        if parse_amount(text) is not None and not _QUESTION.search(text):
-            state.update(stage=AMOUNT, amount=None, tenure=None)
-            return await self._slot_turn(state, text, product)
         answer = await self._knowledge_answer(text, product)
         if answer is not None:
             return answer_with_state(answer, state)
@@ -226,67 +246,94 @@ class ScriptedAgent:
     def _fill_opportunistic(
         self, state: dict[str, Any], text: str, product: Product, expected: str | None
     ) -> None:
-        """Take slots the customer volunteered in one breath ("25 lakh for 20 years")."""
-        if expected != TENURE and state.get("amount") is None:
-            amount = parse_amount(text)
-            if amount is not None and product.min_amount <= amount <= product.max_amount:
-                state["amount"] = str(amount)
-        if (
-            expected != TENURE
-            and state.get("tenure") is None
-            and re.search(r"\b(years?|yrs?|months?)\b", text, re.IGNORECASE)
+        """Take every slot the customer volunteered in one breath ("25 lakh for 20 years,
+        salary 1 lakh"); values outside the product's limits are left to be asked for."""
+        slots = extract_slots(text, expected)
+        if slots.amount is not None and product.min_amount <= slots.amount <= product.max_amount:
+            state["amount"] = str(slots.amount)
+        if slots.tenure_months is not None and (
+            product.min_tenure_months <= slots.tenure_months <= product.max_tenure_months
         ):
-            months = parse_tenure_months(text)
-            if months and product.min_tenure_months <= months <= product.max_tenure_months:
-                state["tenure"] = months
+            state["tenure"] = slots.tenure_months
+        for key, low, high in (
+            ("amount", product.min_amount, product.max_amount),
+            ("tenure", product.min_tenure_months, product.max_tenure_months),
+        ):
+            if state.get(key) is not None and not low <= Decimal(state[key]) <= high:
+                state[key] = None  # kept from before the product was named, and out of range
+        if slots.income is not None:
+            self._take_income(state, text, slots.income)
+
+    def _take_income(self, state: dict[str, Any], text: str, income: Decimal) -> None:
+        state["income"] = str(income)
+        existing = _EXISTING_EMI.search(text)
+        if existing:
+            value = parse_amount(existing.group(1))
+            state["existing_emis"] = str(value) if value is not None else state.get("existing_emis")
+        elif _NO_EXISTING.search(text):
+            state["existing_emis"] = "0"
+
+    async def _question_turn(
+        self, state: dict[str, Any], text: str, product: Product, pending: str
+    ) -> AgentResult:
+        """Answers a question asked while a slot is pending, then asks for the slot again."""
+        resume = self._ask(pending, product)
+        answer = await self._knowledge_answer(text, product)
+        if answer is None:
+            answer = (
+                'I can\'t look that up right now; a loan advisor can answer it: say "advisor" '
+                "or type /human.",
+                (),
+            )
+        return answer_with_state(answer, state, suffix="Meanwhile: " + resume)
 
     async def _slot_turn(self, state: dict[str, Any], text: str, product: Product) -> AgentResult:
         stage = state["stage"]
-        if stage == AMOUNT:
-            amount = parse_amount(text)
-            if amount is None:
-                answer = (
-                    await self._knowledge_answer(text, product) if _QUESTION.search(text) else None
-                )
-                if answer is not None:
-                    return answer_with_state(answer, state, suffix=" " + self._ask(AMOUNT, product))
-                return AgentResult(
-                    Reply(
-                        "Sorry, I couldn't read an amount there. "
-                        + self._ask(AMOUNT, product)
-                        + " You can write it like 25 lakh, 2.5L or 25,00,000."
-                    ),
-                    state,
-                )
-            if not product.min_amount <= amount <= product.max_amount:
-                return AgentResult(
-                    Reply(
-                        f"Our {product.name} ranges from {self.money(product.min_amount)} to "
-                        f"{self.money(product.max_amount)}; {self.money(amount)} is outside that. "
-                        "What amount would you like?"
-                    ),
-                    state,
-                )
-            state["amount"] = str(amount)
-            self._fill_opportunistic(state, text, product, expected=AMOUNT)
-            return self._next(state)
-        if stage == TENURE:
-            months = parse_tenure_months(text)
-            if months is None:
-                answer = (
-                    await self._knowledge_answer(text, product) if _QUESTION.search(text) else None
-                )
-                if answer is not None:
-                    return answer_with_state(answer, state, suffix=" " + self._ask(TENURE, product))
-                return AgentResult(
-                    Reply(
-                        "Sorry, I couldn't read a tenure there. "
-                        + self._ask(TENURE, product)
-                        + " For example: 20 years or 36 months."
-                    ),
-                    state,
-                )
+        if _QUESTION.search(text) and _TOPIC.search(text):
+            return await self._question_turn(state, text, product, stage)
+        slots = extract_slots(text, expected=stage)
+        # The pending slot may also come as a bare number ("20" for twenty years, "80000").
+        if stage == AMOUNT and slots.amount is None and not slots.any:
+            slots = Slots(amount=parse_amount(text))
+        elif stage == TENURE and slots.tenure_months is None:
+            if not slots.any or (slots.amount is None and slots.income is None):
+                slots = Slots(tenure_months=parse_tenure_months(text), income=slots.income)
+        elif stage == INCOME and slots.income is None and not slots.correction:
+            income = parse_monthly_income(text) if not slots.any else None
+            if income is not None and income > 0:
+                slots = Slots(income=income, tenure_months=slots.tenure_months)
+        if not slots.any:
+            if _QUESTION.search(text):
+                return await self._question_turn(state, text, product, stage)
+            what = {AMOUNT: "an amount", TENURE: "a tenure", INCOME: "your income"}[stage]
+            example = {
+                AMOUNT: " You can write it like 25 lakh, 2.5L or 25,00,000.",
+                TENURE: " For example: 20 years or 36 months.",
+                INCOME: " For example: 80,000 a month or 12 LPA.",
+            }[stage]
+            return AgentResult(
+                Reply(f"Sorry, I couldn't read {what} there. {self._ask(stage, product)}{example}"),
+                state,
+            )
+        return await self._take_slots(state, text, product, slots, expected=stage)
+
+    async def _take_slots(
+        self,
+        state: dict[str, Any],
+        text: str,
+        product: Product,
+        slots: Slots,
+        expected: str | None,
+    ) -> AgentResult:
+        """Stores every slot the message gave (replacing earlier answers: corrections), checks
+        them against the product's limits and moves on: the next question or the quote."""
+        state = {k: v for k, v in state.items() if k not in ("emi", "eligible")}
+        if slots.income is not None:
+            self._take_income(state, text, slots.income)
+        if slots.tenure_months is not None:
+            months = slots.tenure_months
             if not product.min_tenure_months <= months <= product.max_tenure_months:
+                state.update(stage=TENURE, tenure=None)
                 return AgentResult(
                     Reply(
                         f"A {product.name} can run from {_years(product.min_tenure_months)} to "
@@ -296,28 +343,19 @@ class ScriptedAgent:
                     state,
                 )
             state["tenure"] = months
-            return self._next(state)
-        # INCOME
-        income = parse_monthly_income(text)
-        if income is None or income <= 0:
-            answer = await self._knowledge_answer(text, product) if _QUESTION.search(text) else None
-            if answer is not None:
-                return answer_with_state(answer, state, suffix=" " + self._ask(INCOME, product))
-            return AgentResult(
-                Reply(
-                    "Sorry, I couldn't read your income there. "
-                    + self._ask(INCOME, product)
-                    + " For example: 80,000 a month or 12 LPA."
-                ),
-                state,
-            )
-        state["income"] = str(income)
-        existing = _EXISTING_EMI.search(text)
-        if existing:
-            value = parse_amount(existing.group(1))
-            state["existing_emis"] = str(value) if value is not None else state.get("existing_emis")
-        elif _NO_EXISTING.search(text):
-            state["existing_emis"] = "0"
+        if slots.amount is not None:
+            amount = slots.amount
+            if not product.min_amount <= amount <= product.max_amount:
+                state.update(stage=AMOUNT, amount=None)
+                return AgentResult(
+                    Reply(
+                        f"Our {product.name} ranges from {self.money(product.min_amount)} to "
+                        f"{self.money(product.max_amount)}; {self.money(amount)} is outside that. "
+                        "What amount would you like?"
+                    ),
+                    state,
+                )
+            state["amount"] = str(amount)
         return self._next(state)
 
     def _ask(self, slot: str, product: Product) -> str:
