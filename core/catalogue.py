@@ -112,10 +112,16 @@ def load_catalogue(path: Path | None = None) -> Catalogue:
 # Names customers use beyond the catalogue's keywords: Devanagari and Hinglish spellings.
 _EXTRA_ALIASES: dict[str, tuple[str, ...]] = {
     "home": ("होम", "घर", "मकान", "फ्लैट", "हाउसिंग", "गृह", "makan", "gharr"),
-    "personal": ("पर्सनल", "व्यक्तिगत", "शादी", "niji"),
+    "personal": ("पर्सनल", "व्यक्तिगत", "शादी", "मेडिकल", "इलाज", "niji", "ilaj"),
     "car": ("कार", "गाड़ी", "गाडी", "वाहन", "gadi", "gaddi", "gaari", "gari"),
-    "business": ("बिज़नेस", "बिजनेस", "व्यापार", "व्यवसाय", "dhandha", "vyapar", "karobar"),
-    "education": ("एजुकेशन", "शिक्षा", "पढ़ाई", "पढाई", "padhaai", "padhayi"),
+    "business": (
+        *("बिज़नेस", "बिजनेस", "व्यापार", "व्यवसाय", "दुकान", "dhandha", "vyapar", "karobar"),
+        "dukan",
+    ),
+    "education": (
+        *("एजुकेशन", "शिक्षा", "पढ़ाई", "पढाई", "कॉलेज", "कालेज", "विदेश", "यूनिवर्सिटी"),
+        *("padhaai", "padhayi"),
+    ),
 }
 # Keywords that are everyday words too ("I'm at home"): they name a product only in a
 # message about a loan, or as the answer to "which loan?".

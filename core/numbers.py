@@ -264,7 +264,7 @@ _NUMBER_WORDS: dict[str, Decimal] = {
             25: "pachis pachees पच्चीस",
             30: "tees tis तीस",
             35: "paintis पैंतीस",
-            40: "chalis chaalis चालीस",
+            40: "chalis chaalis chalees chaalees चालीस",
             45: "paintalis पैंतालीस",
             50: "pachas pachaas पचास",
             60: "saath साठ",
@@ -295,8 +295,11 @@ _MONEY_UNITS = {
     "thousand": "thousand hazaar hazar hajar hajaar हज़ार हजार",
 }
 _DURATION_UNITS = {
-    "years": "years year yrs yr saal sal saalon varsh varsho baras साल वर्ष बरस सालों",
-    "months": "months month mahine mahina mahino mahinon maheene महीने महीना महीनों माह",
+    # Typos too: "20 yeras", "18 mnths".
+    "years": "years year yrs yr yeras yaers yers saal sal saalon varsh varsho baras "
+    "साल वर्ष बरस सालों",
+    "months": "months month mnths mnth monts monhts mahine mahina mahino mahinon maheene "
+    "महीने महीना महीनों माह",
 }
 _UNIT_CANONICAL = {
     w: canonical

@@ -57,7 +57,9 @@ _YEARLY_WORDS = re.compile(
     r"\b(?:per annum|a year|per year|yearly|annual\w*|p\.a|lpa|ctc|salana|saalana)\b|सालाना",
     re.IGNORECASE,
 )
-_EMI_WORDS = re.compile(r"\b(?:emis?|existing|current loan|already pay\w*)\b", re.IGNORECASE)
+_EMI_WORDS = re.compile(
+    r"\b(?:existing|current|other|already pay\w*|chal rah[ie])\b|चल रही", re.IGNORECASE
+)
 _CORRECTION = re.compile(
     r"^\s*(?:no|nahi|nahin|nope)\b|\b(?:make it|change (?:it|that)|instead|actually|i meant"
     r"|sorry|rather|correction|not\s+\S+\s+but)\b",
@@ -149,6 +151,11 @@ def extract_slots(text: str, expected: str | None = None) -> Slots:
                 if _AGE_AFTER.match(normal, after_unit) or _AGE_BEFORE.search(
                     normal[: match.start()]
                 ):
+                    continue
+                if not unit.group(1).lower().startswith("y") and value >= 1_000:
+                    # "55000 mahina": money a month, no tenure of 55,000 months.
+                    if income is None:
+                        income = _whole(value)
                     continue
                 if tenure is None:
                     months = value * 12 if unit.group(1).lower().startswith("y") else value

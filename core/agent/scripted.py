@@ -65,6 +65,7 @@ _TOPIC = re.compile(
     r"guarantor|insurance)\b|दस्तावेज़|दस्तावेज|कागज",
     re.IGNORECASE,
 )
+_INCOME_ONLY = re.compile(r"\b(?:income|salary|kamai|aay)\b|आय|सैलरी|कमाई", re.IGNORECASE)
 _EXISTING_EMI = re.compile(
     r"(?:existing|current|other|already pay(?:ing)?)\s+(?:emis?|loans?)[^0-9₹]*([^,;]+)",
     re.IGNORECASE,
@@ -164,6 +165,8 @@ class ScriptedAgent:
             return self.ask_consent(state, wants_human=True)
 
         product = self.detect_product(text, expecting_product=stage in (None, NEED))
+        if product is not None and stage == INCOME and _INCOME_ONLY.search(text):
+            product = None  # "ghar ki income 1.2 lakh": the household's income, not a home loan
         if product is not None and product.id != state.get("product"):
             switched = state.get("product") is not None
             # Numbers given before the product ("50 lakh for 20 years") are kept.

@@ -126,3 +126,25 @@ async def test_question_while_waiting_is_answered_from_the_knowledge_base() -> N
     assert chat.state["stage"] == "tenure" and chat.state.get("tenure") is None
     assert "repay" in reply
     assert Decimal(chat.state["amount"]) == 500_000
+
+
+async def test_income_in_hinglish_words_and_per_month_units() -> None:
+    chat = Chat()
+    for text in ["home loan", "25 lakh", "pandrah saal"]:
+        await chat.say(text)
+    assert emi_text("home", 2_500_000, 180) in await chat.say("55000 mahina")
+
+
+async def test_household_income_does_not_switch_to_a_home_loan() -> None:
+    chat = Chat()
+    for text in ["abroad padhai ke liye loan", "40 lakh", "15 saal"]:
+        await chat.say(text)
+    assert emi_text("education", 4_000_000, 180) in await chat.say("ghar ki income 1.2 lakh mahina")
+
+
+async def test_a_question_about_the_emi_still_gives_its_slots() -> None:
+    chat = Chat()
+    reply = await chat.say(
+        "What would be the EMI on a 20 lakh home loan for 10 years? My salary is 60k."
+    )
+    assert emi_text("home", 2_000_000, 120) in reply

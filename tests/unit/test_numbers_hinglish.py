@@ -60,6 +60,7 @@ def test_amounts_in_words_and_scripts(text: str, rupees: int) -> None:
         ("20 yrs", 240),
         ("36 months", 36),
         ("पांच वर्ष", 60),
+        ("20 yeras", 240),
     ],
 )
 def test_tenure_units_in_three_languages(text: str, months: int) -> None:
@@ -105,6 +106,9 @@ def test_words_stay_words_without_a_unit() -> None:
         ("पर्सनल लोन", "personal"),
         ("गाड़ी लेनी है", "car"),
         ("I want to buy a house", "home"),
+        ("दुकान के लिए लोन चाहिए", "business"),
+        ("मेडिकल खर्च के लिए लोन चाहिए", "personal"),
+        ("कॉलेज के लिए लोन", "education"),
     ],
 )
 def test_product_names_misspelt_or_in_hindi(text: str, product: str) -> None:
