@@ -44,7 +44,8 @@ _UNITS = {
     "an": 1,
     "half": 0,
 }
-_SCALES = {
+# Scale words after a figure ("25 lakh", "50k", "1.2 cr") and their values.
+SCALES = {
     "hundred": 100,
     "thousand": 1_000,
     "k": 1_000,
@@ -63,7 +64,7 @@ _SCALES = {
     "cr": 10_000_000,
     "crs": 10_000_000,
 }
-_SCALE_WORDS = "|".join(sorted((re.escape(s) for s in _SCALES), key=len, reverse=True))
+_SCALE_WORDS = "|".join(sorted((re.escape(s) for s in SCALES), key=len, reverse=True))
 # A digit group: 25,00,000 or 2,500,000 or 2500000 or 2.5; then an optional scale word.
 _NUMBER = re.compile(
     rf"(?<![\w.])(\d+(?:,\d{{2,3}})*(?:\.\d+)?)\s*({_SCALE_WORDS})?(?![a-z])",
@@ -93,11 +94,11 @@ def _words_value(text: str) -> Decimal | None:
         elif token in ("a", "an") and not seen:
             current = Decimal(1)
         elif (
-            token in _SCALES
+            token in SCALES
             and token not in ("k", "l", "m", "mn", "lk", "lkh")
             and (seen or current)
         ):
-            scale = _SCALES[token]
+            scale = SCALES[token]
             if scale == 100:
                 current = (current or Decimal(1)) * 100
             else:
@@ -120,7 +121,7 @@ def parse_amount(text: str) -> Decimal | None:
             continue
         scale = match.group(2)
         if scale:
-            value *= _SCALES[scale.lower()]
+            value *= SCALES[scale.lower()]
         elif _looks_like_duration(cleaned, match.end()):
             continue
         if value > 0:
@@ -312,7 +313,7 @@ _TOKEN = re.compile(r"[\u0900-\u097F]+|[^\W\d_]+|\d+(?:[.,]\d+)*", re.IGNORECASE
 
 def _is_unit(token: str) -> bool:
     lowered = token.lower()
-    return lowered in _UNIT_CANONICAL or lowered in _SCALES or lowered in _MULTIPLIERS
+    return lowered in _UNIT_CANONICAL or lowered in SCALES or lowered in _MULTIPLIERS
 
 
 def normalise_numbers(text: str) -> str:

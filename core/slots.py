@@ -13,25 +13,11 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from core.numbers import normalise_numbers
+from core.numbers import SCALES, normalise_numbers
 
-_SCALES = {
-    "k": 1_000,
-    "thousand": 1_000,
-    "lakh": 100_000,
-    "lakhs": 100_000,
-    "lac": 100_000,
-    "lacs": 100_000,
-    "l": 100_000,
-    "lk": 100_000,
-    "lkh": 100_000,
-    "million": 1_000_000,
-    "mn": 1_000_000,
-    "crore": 10_000_000,
-    "crores": 10_000_000,
-    "cr": 10_000_000,
-    "crs": 10_000_000,
-}
+# The amount scales, less "hundred" (no loan figure is said in hundreds) and the bare "m": in a
+# free-form message "5 m" is as likely months as millions, so it is not read as an amount.
+_SCALES = {word: value for word, value in SCALES.items() if word not in ("hundred", "m")}
 _SCALE_WORDS = "|".join(sorted((re.escape(s) for s in _SCALES), key=len, reverse=True))
 _MENTION = re.compile(
     rf"(?<![\w.])(\d+(?:,\d{{2,3}})*(?:\.\d+)?)\s*({_SCALE_WORDS})?(?![a-z])", re.IGNORECASE
