@@ -372,7 +372,11 @@ class WebChannel:
         original = await self.service.find_event(CHANNEL, inbound.event_id)
         if original is None:  # stored a moment ago by a request that then failed
             return ChatResult(None, None, True)
-        return _result(await self.service.outcome_of(original.message_id), duplicate=True)
+        outcome = await self.service.outcome_of(original.message_id)
+        if not durable:
+            # The retry of a request whose sync failed: its answer is on disk before it is given.
+            await self.service.sync_inbound()
+        return _result(outcome, duplicate=True)
 
     async def subscribe(self, session_id: str, socket: Socket) -> None:
         async def deliver(frame: dict[str, Any]) -> None:

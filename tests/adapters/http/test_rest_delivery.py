@@ -51,8 +51,17 @@ async def test_a_log_that_cannot_be_synced_fails_the_request_and_a_retry_gets_th
     finally:
         db.wal_path = wal
     assert refused.status_code == 503 and refused.headers["retry-after"]
+    # A retry while the disk still refuses is refused too: an answer is given only once synced.
+    db.wal_path = tmp_path / "a-file" / "log"
+    try:
+        again = await api.client.post("/api/v1/chat", headers=api.headers(KEY), json=body)
+    finally:
+        db.wal_path = wal
+    assert again.status_code == 503
     # Nothing acknowledged, nothing lost: the retry is answered with the turn's reply, once.
+    before = db.log_syncs
     retried = await api.client.post("/api/v1/chat", headers=api.headers(KEY), json=body)
+    assert db.log_syncs == before + 1
     assert retried.status_code == 200 and retried.json()["duplicate"] is True
     assert "home loan" in retried.json()["reply"].lower()
     view = (await api.client.get(f"/api/v1/sessions/{session}", headers=api.headers())).json()
