@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     query = kb_sub.add_parser("query", help="show the chunks that best match a question")
     query.add_argument("text", nargs="+", metavar="TEXT")
     query.add_argument("-k", type=int, default=5, help="how many results (default 5)")
+    query.add_argument(
+        "--json", action="store_true", help="every hit whole (text, score, source, heading)"
+    )
     kb_sub.add_parser("stats", help="chunks per source")
     return parser
 
@@ -49,7 +52,9 @@ def _kb_runner(args: argparse.Namespace) -> Callable[[Settings], Coroutine[Any, 
     if args.kb_command == "ingest":
         return lambda settings: kb.ingest_command(settings, args.paths, args.bundled)
     if args.kb_command == "query":
-        return lambda settings: kb.query_command(settings, " ".join(args.text), max(1, args.k))
+        return lambda settings: kb.query_command(
+            settings, " ".join(args.text), max(1, args.k), args.json
+        )
     return kb.stats_command
 
 

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import ctypes
 import importlib
+import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.settings import Settings
 from core.errors import KnowledgeError
@@ -19,6 +20,7 @@ from core.errors import KnowledgeError
 if TYPE_CHECKING:
     from core.knowledge.base import KnowledgeBase
     from core.knowledge.gate import KnowledgeGate
+    from core.knowledge.types import Hit
 
 # chromadb and onnxruntime are imported on first use: they take seconds to import, which every
 # command would otherwise pay, with or without a knowledge base.
@@ -103,6 +105,9 @@ async def ingest_command(settings: Settings, paths: Sequence[Path], bundled: boo
     started = time.perf_counter()
     kb = await open_knowledge(settings)
     try:
+        if settings.chroma_url is None and not bundled:
+            # As chat would: the embedded default always holds the bundled documents.
+            await sync_bundled(kb)
         report = await ingest_paths(kb, paths, progress, progress.error)
         if bundled:
             await kb.set_marker("bundled_sha256", "")  # force: the operator asked for it
@@ -124,7 +129,23 @@ async def ingest_command(settings: Settings, paths: Sequence[Path], bundled: boo
     return 1 if report.errors else 0
 
 
-async def query_command(settings: Settings, text: str, k: int) -> int:
+async def open_with_bundled(settings: Settings) -> KnowledgeBase:
+    """The knowledge base as chat and serve see it: on the embedded default, the bundled
+    documents are taken in first whenever they changed (a no-op once they are in)."""
+    kb = await open_knowledge(settings)
+    if settings.chroma_url is not None:
+        return kb
+    from core.knowledge.ingest import sync_bundled
+
+    try:
+        await sync_bundled(kb)
+    except BaseException:
+        await kb.close()
+        raise
+    return kb
+
+
+async def query_command(settings: Settings, text: str, k: int, as_json: bool = False) -> int:
     if not text.strip():
         raise KnowledgeError("give the question to search for")
     from core.catalogue import load_catalogue
@@ -132,13 +153,16 @@ async def query_command(settings: Settings, text: str, k: int) -> int:
 
     # The same expansion chat turns use, so this shows what a customer's question retrieves.
     query = QueryExpander.for_catalogue(load_catalogue()).expand(text)
-    if query != text:
+    if query != text and not as_json:
         print(f"query: {query}")
-    kb = await open_knowledge(settings)
+    kb = await open_with_bundled(settings)
     try:
         hits = await kb.search(query, k, floor=0.0)
     finally:
         await kb.close()
+    if as_json:
+        print(json.dumps(_json_hits(text, query, hits, kb.floor), ensure_ascii=False, indent=2))
+        return 0
     if not hits:
         print("no chunks in the knowledge base; run `esoteric kb ingest PATH...` first")
         return 0
@@ -152,8 +176,29 @@ async def query_command(settings: Settings, text: str, k: int) -> int:
     return 0
 
 
+def _json_hits(text: str, query: str, hits: Sequence[Hit], floor: float) -> dict[str, Any]:
+    """``kb query --json``: every hit whole, for scripts."""
+    return {
+        "question": text,
+        "query": query,
+        "floor": floor,
+        "hits": [
+            {
+                "rank": rank,
+                "score": round(hit.score, 4),
+                "source": hit.source,
+                "heading": hit.heading,
+                "chunk_id": hit.chunk_id,
+                "below_floor": hit.score < floor,
+                "text": hit.text,
+            }
+            for rank, hit in enumerate(hits, 1)
+        ],
+    }
+
+
 async def stats_command(settings: Settings) -> int:
-    kb = await open_knowledge(settings)
+    kb = await open_with_bundled(settings)
     try:
         stats = await kb.stats()
     finally:

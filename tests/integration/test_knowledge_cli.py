@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
 
 from bot.cli import main
 from bot.kb import IngestProgress
+from core.knowledge.ingest import bundled_documents, bundled_source_documents
 from tests.conftest import MODEL_DIR
 from tests.support.knowledge_docs import docs_folder
 from tests.unit.test_knowledge_documents import make_pdf
@@ -35,7 +37,10 @@ def test_ingest_stats_and_query(
     assert main(["kb", "ingest", str(folder)]) == 0
     out, err = capsys.readouterr()
     assert "ingested gold-loan.md: 2 chunks" in out and "ingested policy.pdf: 1 chunks" in out
-    assert "2 file(s): 3 chunks added, 0 unchanged, 0 removed; 0 failed; 3 chunks in" in out
+    # The embedded default holds the bundled documents too, as chat would have taken them in.
+    bundled = sum(len(doc.chunks) for doc in bundled_source_documents(bundled_documents()))
+    total = 3 + bundled
+    assert f"2 file(s): 3 chunks added, 0 unchanged, 0 removed; 0 failed; {total} chunks in" in out
     assert str((env / "chroma").resolve()) in out
     assert err == ""
 
@@ -44,8 +49,9 @@ def test_ingest_stats_and_query(
 
     assert main(["kb", "stats"]) == 0
     out = capsys.readouterr().out
-    assert "esoteric-knowledge" in out and ": 3 chunks" in out
+    assert "esoteric-knowledge" in out and f": {total} chunks" in out
     assert "    2  gold-loan.md" in out and "    1  policy.pdf" in out
+    assert "home-loan.md" in out
 
     assert main(["kb", "query", "which", "gold", "purity", "is", "accepted?", "-k", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -88,11 +94,27 @@ def test_without_the_model_kb_commands_fail_with_one_line(
     assert "check ESOTERIC_EMBEDDING_MODEL_DIR" in err
 
 
-def test_query_on_an_empty_knowledge_base_says_what_to_do(
+def test_on_a_fresh_data_directory_query_searches_the_bundled_knowledge_as_chat_does(
     env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["kb", "query", "anything"]) == 0
-    assert "run `esoteric kb ingest PATH...` first" in capsys.readouterr().out
+    assert not env.exists()
+    assert main(["kb", "query", "which", "documents", "does", "a", "home", "loan", "need?"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    first = next(line for line in lines if line.startswith("1. score "))
+    assert "home-loan.md > Home Loan > Documents required" in first
+
+
+def test_query_json_gives_every_hit_whole(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kb", "query", "home loan documents", "-k", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["question"] == "home loan documents" and result["floor"] > 0
+    hits = result["hits"]
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert hits[0]["source"] == "home-loan.md"
+    assert hits[0]["heading"] == "Home Loan > Documents required"
+    assert "salary slips" in hits[0]["text"].lower()  # the whole chunk, not a snippet
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    assert all(set(h) >= {"score", "source", "heading", "text", "chunk_id"} for h in hits)
     assert main(["kb", "ingest"]) == 1
     assert "give at least one file or folder" in capsys.readouterr().err
 
