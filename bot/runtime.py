@@ -294,7 +294,9 @@ async def open_runtime(
         scripted = ScriptedAgent(
             catalogue,
             ScriptedAgentConfig(
-                currency=settings.currency, max_emi_to_income=settings.max_emi_to_income
+                currency=settings.currency,
+                max_emi_to_income=settings.max_emi_to_income,
+                default_language=settings.default_language,
             ),
             knowledge=(
                 knowledge_lookup(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     web_chat_key: SecretStr | None = None
     log_format: str = Field(default="text", pattern=r"^(text|json)$")
     currency: str = Field(default="INR", pattern=r"^[A-Z]{3}$")
+    # The customers' language until their own is detected (or chosen with /language).
+    default_language: Literal["en", "hi", "hinglish"] = "en"
     max_emi_to_income: Decimal | None = Field(default=None, gt=0, lt=1)
     log_level: str = "INFO"
     # Turns in flight per process: bounded so the database pool is never exhausted (a turn
@@ -119,6 +121,11 @@ class Settings(BaseSettings):
     @classmethod
     def _split(cls, value: object) -> object:
         return _comma_list(value)
+
+    @field_validator("default_language", mode="before")
+    @classmethod
+    def _language(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("admins")
     @classmethod

@@ -36,6 +36,7 @@ from core.handlers import (
     command_of,
     default_handlers,
 )
+from core.i18n import tr
 from core.messages import MAX_TEXT_CHARS, Inbound, Reply, Target, utcnow
 from core.outbox import Outbox
 from core.ports import OutboundPort
@@ -62,9 +63,10 @@ __all__ = ["ConversationService", "Counters", "ServiceConfig", "TurnOutcome"]
 # Conversation state the pipeline keeps for itself: the last reply asked for the contact.
 CONTACT_KEYBOARD = "_contact_keyboard"
 
-GAVE_UP = (
+GAVE_UP = tr(
+    "en",
     "Sorry, something went wrong on my side and I couldn't answer that. Please send it again "
-    "in a moment."
+    "in a moment.",
 )
 
 
@@ -461,7 +463,13 @@ class ConversationService:
             data.message_ids,
         )
         added = await self.store.add_outbound(
-            Outbound(data.conversation_id, "bot", GAVE_UP, "notice", {"notice": "gave_up"}),
+            Outbound(
+                data.conversation_id,
+                "bot",
+                tr(self.scripted.language(data.state), GAVE_UP),
+                "notice",
+                {"notice": "gave_up"},
+            ),
             self.clock(),
         )
         if added is not None:

@@ -13,13 +13,14 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 from sqlalchemy import update
 
 from core.agent.base import Agent, AgentResult, StreamingAgent, TurnContext
 from core.agent.scripted import ScriptedAgent
 from core.errors import AgentError
+from core.i18n import CHOSEN_KEY, LANGUAGES, STATE_KEY, tr
 from core.messages import Command, Reply, Target, parse_command, utcnow
 from core.ports import OutboundPort, StreamingPort
 from core.ratelimit import RateLimits
@@ -283,7 +284,7 @@ class InputGuards:
 
 
 class CustomerCommands:
-    """/start, /help, /reset, /human, and a polite word for commands nobody knows."""
+    """/start, /help, /reset, /human, /language, and a polite word for commands nobody knows."""
 
     def __init__(self, scripted: ScriptedAgent) -> None:
         self.scripted = scripted
@@ -292,15 +293,23 @@ class CustomerCommands:
         if turn.command is None:
             return None
         name, state = turn.command.name, turn.data.state
+        lang = self.scripted.language(state)
+        # A chosen or detected language outlives /start: it is the customer's.
+        kept = {k: state[k] for k in (STATE_KEY, CHOSEN_KEY) if k in state}
         if name == "start":
-            return Decision(AgentResult(self.scripted.greeting(), {"stage": "need"}))
+            return Decision(
+                AgentResult(self.scripted.greeting(lang=lang), {"stage": "need", **kept})
+            )
         if name == "help":
-            return Decision(AgentResult(self.scripted.help(), state))
+            return Decision(AgentResult(self.scripted.help(lang), state))
         if name == "reset":
             result = AgentResult(
                 Reply(
-                    "Done: I've cleared our conversation. Say hi whenever you're ready, or tell "
-                    "me which loan you need."
+                    tr(
+                        lang,
+                        "Done: I've cleared our conversation. Say hi whenever you're ready, or "
+                        "tell me which loan you need.",
+                    )
                 ),
                 {},
             )
@@ -308,11 +317,35 @@ class CustomerCommands:
             return Decision(result)
         if name == "human":
             return Decision(self.scripted.ask_consent(state, wants_human=True))
+        if name == "language":
+            return Decision(self._language(turn.command.arg_text, state, lang))
         return Decision(
             AgentResult(
-                Reply(f"Sorry, I don't know the command /{name}. Type /help to see what I can do."),
+                Reply(
+                    tr(
+                        lang,
+                        "Sorry, I don't know the command /{name}. Type /help to see what I can do.",
+                        name=name,
+                    )
+                ),
                 state,
             )
+        )
+
+    def _language(self, args: str, state: dict[str, Any], lang: str) -> AgentResult:
+        choice = args.strip().lower()
+        if choice not in LANGUAGES:
+            text = tr(
+                lang,
+                "Please choose a language: /language en (English), /language hi (Hindi) or "
+                "/language hinglish (Hinglish).",
+            )
+            if choice:
+                text = tr(lang, 'I don\'t speak "{choice}" yet. ', choice=args.strip()) + text
+            return AgentResult(Reply(text), state)
+        return AgentResult(
+            Reply(tr(choice, "Done: I'll reply in English from now on.")),
+            {**state, STATE_KEY: choice, CHOSEN_KEY: True},
         )
 
 
@@ -401,10 +434,11 @@ class AgentAnswer:
             tokens = int(result.meta.get("prompt_tokens") or 0)
             tokens += int(result.meta.get("completion_tokens") or 0)
             result.state = {**result.state, TOKENS_TODAY: {"day": today, "used": used + tokens}}
-        if data.meta.get("welcome_back") and not result.reply.text.startswith("Welcome back"):
+        welcome = tr(self.scripted.language(result.state), "Welcome back! ")
+        if data.meta.get("welcome_back") and not result.reply.text.startswith(welcome.strip()):
             reply = result.reply
             result.reply = Reply(
-                "Welcome back! " + reply.text, reply.choices, reply.citations, reply.request_contact
+                welcome + reply.text, reply.choices, reply.citations, reply.request_contact
             )
         return Decision(result)
 

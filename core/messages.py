@@ -9,7 +9,7 @@ from typing import Any
 
 MAX_TEXT_CHARS = 4000
 
-CUSTOMER_COMMANDS = ("start", "help", "reset", "human")
+CUSTOMER_COMMANDS = ("start", "help", "reset", "human", "language")
 
 
 def utcnow() -> datetime:

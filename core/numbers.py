@@ -217,6 +217,12 @@ def parse_yes_no(text: str) -> bool | None:
         return False
     if words & yes:
         return True
+    # Devanagari: split on spaces, as vowel signs are not word characters to ``re``.
+    hindi = {token.strip(".,!?।") for token in lowered.split()}
+    if hindi & {"नहीं", "नही", "ना"}:
+        return False
+    if hindi & {"हाँ", "हां", "हा", "जी", "ठीक"}:
+        return True
     return None
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from core.agent.base import AgentResult, LeadDraft, TurnContext
 from core.agent.sales import SalesAssistant
 from core.catalogue import Catalogue, Product, ProductMatcher
+from core.i18n import CHOSEN_KEY, LANGUAGES, N_, STATE_KEY, detect_language, tr
 from core.knowledge.gate import KnowledgeNotReady
 from core.loan import eligibility, summarise
 from core.messages import Choice, Citation, Reply
@@ -81,17 +82,40 @@ KnowledgeLookup = Callable[[str], Awaitable[tuple[str, tuple[Citation, ...]] | N
 class ScriptedAgentConfig:
     currency: str = "INR"
     max_emi_to_income: Decimal | None = None  # None: the catalogue's ratio
+    # The language of a conversation until the customer's own is detected or chosen.
+    default_language: str = "en"
 
 
-def _product_choices(catalogue: Catalogue) -> tuple[Choice, ...]:
+# The catalogue's product names (data, in English) as the catalogues know them; a product added
+# to the catalogue without a translation keeps its English name.
+PRODUCT_NAMES = (
+    N_("Home Loan"),
+    N_("Personal Loan"),
+    N_("Car Loan"),
+    N_("Business Loan"),
+    N_("Education Loan"),
+)
+
+
+def _name(product: Product, lang: str) -> str:
+    return tr(lang, product.name)
+
+
+def _product_choices(catalogue: Catalogue, lang: str = "en") -> tuple[Choice, ...]:
+    if lang != "en":
+        # The product's name as the payload: an English sentence would read as English.
+        products = catalogue.products.values()
+        return tuple(Choice(_name(p, lang), p.name) for p in products)
     return tuple(Choice(p.name, f"I need a {p.name.lower()}") for p in catalogue.products.values())
 
 
-def _years(months: int) -> str:
+def _years(months: int, lang: str = "en") -> str:
     if months % 12 == 0:
         years = months // 12
-        return f"{years} year{'s' if years != 1 else ''}"
-    return f"{months} months"
+        if years == 1:
+            return tr(lang, "{n} year", n=years)
+        return tr(lang, "{n} years", n=years)
+    return tr(lang, "{n} months", n=months)
 
 
 class ScriptedAgent:
@@ -118,23 +142,37 @@ class ScriptedAgent:
         pid = self._products.match(text, expecting_product)
         return self.catalogue.products[pid] if pid is not None else None
 
-    def greeting(self, welcome_back: bool = False) -> Reply:
-        opener = "Welcome back! " if welcome_back else "Hello! "
+    def language(self, state: dict[str, Any]) -> str:
+        """The conversation's language: detected or chosen, else the configured default."""
+        lang = state.get(STATE_KEY)
+        return lang if lang in LANGUAGES else self.config.default_language
+
+    def greeting(self, welcome_back: bool = False, lang: str | None = None) -> Reply:
+        lang = lang or self.config.default_language
+        opener = tr(lang, "Welcome back! ") if welcome_back else tr(lang, "Hello! ")
         return Reply(
-            f"{opener}I'm Esoteric, an AI loan assistant. I can work out your EMI, give you a "
-            "first eligibility check and connect you with an advisor.\n\n"
-            "Which loan are you looking for: home, personal, car, business or education?",
-            choices=_product_choices(self.catalogue),
+            opener
+            + tr(
+                lang,
+                "I'm Esoteric, an AI loan assistant. I can work out your EMI, give you a "
+                "first eligibility check and connect you with an advisor.\n\n"
+                "Which loan are you looking for: home, personal, car, business or education?",
+            ),
+            choices=_product_choices(self.catalogue, lang),
         )
 
-    def help(self) -> Reply:
+    def help(self, lang: str | None = None) -> Reply:
         return Reply(
-            "I'm Esoteric, an AI loan assistant. Tell me which loan you need (home, personal, car, "
-            "business or education), the amount, the tenure and your monthly income, and I'll "
-            "work out the EMI and a first eligibility check.\n\n"
-            "Commands:\n- /start: begin again with a greeting\n- /reset: start a new conversation\n"
-            "- /human: ask for a loan advisor\n- /help: this message\n\n"
-            "You can write amounts as 25 lakh, 2.5L, 1.2 crore, 50k or 50,000."
+            tr(
+                lang or self.config.default_language,
+                "I'm Esoteric, an AI loan assistant. Tell me which loan you need (home, personal, "
+                "car, business or education), the amount, the tenure and your monthly income, and "
+                "I'll work out the EMI and a first eligibility check.\n\n"
+                "Commands:\n- /start: begin again with a greeting\n- /reset: start a new "
+                "conversation\n- /human: ask for a loan advisor\n- /language en|hi|hinglish: "
+                "reply in English, Hindi or Hinglish\n- /help: this message\n\n"
+                "You can write amounts as 25 lakh, 2.5L, 1.2 crore, 50k or 50,000.",
+            )
         )
 
     # -- the turn --------------------------------------------------------------------------
@@ -148,6 +186,10 @@ class ScriptedAgent:
         state = dict(ctx.state)
         stage = state.get("stage")
         text = ctx.text.strip()
+        detected = detect_language(text)
+        if detected is not None and not state.get(CHOSEN_KEY) and detected != self.language(state):
+            state[STATE_KEY] = detected
+        lang = self.language(state)
 
         if stage in (OFFER, DONE) and state.get("product") and not _TOPIC.search(text):
             # A correction after the quote ("no, make it 25 lakh", "actually 15 years").
@@ -171,32 +213,38 @@ class ScriptedAgent:
             switched = state.get("product") is not None
             # Numbers given before the product ("50 lakh for 20 years") are kept.
             keep = {} if switched else {k: state.get(k) for k in ("amount", "tenure")}
+            chosen = {k: state[k] for k in (STATE_KEY, CHOSEN_KEY) if k in state}
             state = {
                 "stage": AMOUNT,
                 "product": product.id,
                 "income": state.get("income"),
                 "existing_emis": state.get("existing_emis"),
                 **keep,
+                **chosen,
             }
             self._fill_opportunistic(state, text, product, expected=None)
             # A question about a product ("documents for a home loan?") is answered first.
-            answer = await self._knowledge_answer(text) if _QUESTION.search(text) else None
+            answer = (
+                await self._knowledge_answer(text, lang=lang) if _QUESTION.search(text) else None
+            )
             if answer is not None and answer[1]:
                 follow = self._next(state)
                 return answer_with_state(
-                    answer, state, suffix="\n\nFor an estimate: " + follow.reply.text
+                    answer, state, suffix="\n\n" + tr(lang, "For an estimate: ") + follow.reply.text
                 )
             if switched or stage not in (None, NEED):
-                prefix = f"Sure, let's look at a {product.name}. "
+                prefix = tr(lang, "Sure, let's look at a {product}. ", product=_name(product, lang))
             else:
-                prefix = f"Great, a {product.name}. "
+                prefix = tr(lang, "Great, a {product}. ", product=_name(product, lang))
             return self._next(state, prefix=prefix)
 
         if stage in (None, NEED):
-            answer = await self._knowledge_answer(text) if _QUESTION.search(text) else None
+            answer = (
+                await self._knowledge_answer(text, lang=lang) if _QUESTION.search(text) else None
+            )
             if answer is not None:
                 state["stage"] = NEED
-                suffix = "\n\nWhich loan are you interested in?"
+                suffix = "\n\n" + tr(lang, "Which loan are you interested in?")
                 return answer_with_state(answer, state, suffix=suffix)
             state["stage"] = NEED
             slots = extract_slots(text)
@@ -210,19 +258,25 @@ class ScriptedAgent:
                     state["income"] = str(slots.income)
                 return AgentResult(
                     Reply(
-                        "Noted. Which loan is this for: home, personal, car, business or "
-                        "education?",
-                        choices=_product_choices(self.catalogue),
+                        tr(
+                            lang,
+                            "Noted. Which loan is this for: home, personal, car, business or "
+                            "education?",
+                        ),
+                        choices=_product_choices(self.catalogue, lang),
                     ),
                     state,
                 )
             if _GREETING.search(text) or stage is None:
-                return AgentResult(self.greeting(), state)
+                return AgentResult(self.greeting(lang=lang), state)
             return AgentResult(
                 Reply(
-                    "I can help with home, personal, car, business and education loans. "
-                    "Which one are you interested in?",
-                    choices=_product_choices(self.catalogue),
+                    tr(
+                        lang,
+                        "I can help with home, personal, car, business and education loans. "
+                        "Which one are you interested in?",
+                    ),
+                    choices=_product_choices(self.catalogue, lang),
                 ),
                 state,
             )
@@ -232,14 +286,19 @@ class ScriptedAgent:
             return await self._slot_turn(state, text, product)
         # DONE: a finished quote.
         if _THANKS.search(text):
-            return AgentResult(Reply("You're welcome! If you need anything else, just ask."), state)
-        answer = await self._knowledge_answer(text, product)
+            return AgentResult(
+                Reply(tr(lang, "You're welcome! If you need anything else, just ask.")), state
+            )
+        answer = await self._knowledge_answer(text, product, lang)
         if answer is not None:
             return answer_with_state(answer, state)
         return AgentResult(
             Reply(
-                "Is there anything else I can help with? You can ask about our loans, send a new "
-                "amount for another quote, or type /reset to start over."
+                tr(
+                    lang,
+                    "Is there anything else I can help with? You can ask about our loans, send a "
+                    "new amount for another quote, or type /reset to start over.",
+                )
             ),
             state,
         )
@@ -280,15 +339,19 @@ class ScriptedAgent:
         self, state: dict[str, Any], text: str, product: Product, pending: str
     ) -> AgentResult:
         """Answers a question asked while a slot is pending, then asks for the slot again."""
-        resume = self._ask(pending, product)
-        answer = await self._knowledge_answer(text, product)
+        lang = self.language(state)
+        resume = self._ask(pending, product, lang)
+        answer = await self._knowledge_answer(text, product, lang)
         if answer is None:
             answer = (
-                'I can\'t look that up right now; a loan advisor can answer it: say "advisor" '
-                "or type /human.",
+                tr(
+                    lang,
+                    'I can\'t look that up right now; a loan advisor can answer it: say "advisor" '
+                    "or type /human.",
+                ),
                 (),
             )
-        return answer_with_state(answer, state, suffix="Meanwhile: " + resume)
+        return answer_with_state(answer, state, suffix=tr(lang, "Meanwhile: ") + resume)
 
     async def _slot_turn(self, state: dict[str, Any], text: str, product: Product) -> AgentResult:
         stage = state["stage"]
@@ -308,14 +371,20 @@ class ScriptedAgent:
         if not slots.any:
             if _QUESTION.search(text):
                 return await self._question_turn(state, text, product, stage)
-            what = {AMOUNT: "an amount", TENURE: "a tenure", INCOME: "your income"}[stage]
+            lang = self.language(state)
+            # Whole sentences per slot: the grammar around the missing word differs by language.
+            unread = {
+                AMOUNT: tr(lang, "Sorry, I couldn't read an amount there."),
+                TENURE: tr(lang, "Sorry, I couldn't read a tenure there."),
+                INCOME: tr(lang, "Sorry, I couldn't read your income there."),
+            }[stage]
             example = {
-                AMOUNT: " You can write it like 25 lakh, 2.5L or 25,00,000.",
-                TENURE: " For example: 20 years or 36 months.",
-                INCOME: " For example: 80,000 a month or 12 LPA.",
+                AMOUNT: tr(lang, " You can write it like 25 lakh, 2.5L or 25,00,000."),
+                TENURE: tr(lang, " For example: 20 years or 36 months."),
+                INCOME: tr(lang, " For example: 80,000 a month or 12 LPA."),
             }[stage]
             return AgentResult(
-                Reply(f"Sorry, I couldn't read {what} there. {self._ask(stage, product)}{example}"),
+                Reply(f"{unread} {self._ask(stage, product, lang)}{example}"),
                 state,
             )
         return await self._take_slots(state, text, product, slots, expected=stage)
@@ -331,6 +400,7 @@ class ScriptedAgent:
         """Stores every slot the message gave (replacing earlier answers: corrections), checks
         them against the product's limits and moves on: the next question or the quote."""
         state = {k: v for k, v in state.items() if k not in ("emi", "eligible")}
+        lang = self.language(state)
         if slots.income is not None:
             self._take_income(state, text, slots.income)
         if slots.tenure_months is not None:
@@ -339,9 +409,15 @@ class ScriptedAgent:
                 state.update(stage=TENURE, tenure=None)
                 return AgentResult(
                     Reply(
-                        f"A {product.name} can run from {_years(product.min_tenure_months)} to "
-                        f"{_years(product.max_tenure_months)}; {_years(months)} is outside that. "
-                        "What tenure would you like?"
+                        tr(
+                            lang,
+                            "A {product} can run from {low} to {high}; {tenure} is outside that. "
+                            "What tenure would you like?",
+                            product=_name(product, lang),
+                            low=_years(product.min_tenure_months, lang),
+                            high=_years(product.max_tenure_months, lang),
+                            tenure=_years(months, lang),
+                        )
                     ),
                     state,
                 )
@@ -352,34 +428,46 @@ class ScriptedAgent:
                 state.update(stage=AMOUNT, amount=None)
                 return AgentResult(
                     Reply(
-                        f"Our {product.name} ranges from {self.money(product.min_amount)} to "
-                        f"{self.money(product.max_amount)}; {self.money(amount)} is outside that. "
-                        "What amount would you like?"
+                        tr(
+                            lang,
+                            "Our {product} ranges from {low} to {high}; {amount} is outside that. "
+                            "What amount would you like?",
+                            product=_name(product, lang),
+                            low=self.money(product.min_amount),
+                            high=self.money(product.max_amount),
+                            amount=self.money(amount),
+                        )
                     ),
                     state,
                 )
             state["amount"] = str(amount)
         return self._next(state)
 
-    def _ask(self, slot: str, product: Product) -> str:
+    def _ask(self, slot: str, product: Product, lang: str = "en") -> str:
         if slot == AMOUNT:
-            return (
-                f"How much would you like to borrow? ({self.money(product.min_amount)} to "
-                f"{self.money(product.max_amount)})"
+            return tr(
+                lang,
+                "How much would you like to borrow? ({low} to {high})",
+                low=self.money(product.min_amount),
+                high=self.money(product.max_amount),
             )
         if slot == TENURE:
-            return (
-                f"Over how long would you like to repay? ({_years(product.min_tenure_months)} "
-                f"to {_years(product.max_tenure_months)})"
+            return tr(
+                lang,
+                "Over how long would you like to repay? ({low} to {high})",
+                low=_years(product.min_tenure_months, lang),
+                high=_years(product.max_tenure_months, lang),
             )
-        return "What is your net monthly income (take-home salary or business income)?"
+        return tr(lang, "What is your net monthly income (take-home salary or business income)?")
 
     def _next(self, state: dict[str, Any], prefix: str = "") -> AgentResult:
         product = self.catalogue.get(state["product"])
         for slot, key in ((AMOUNT, "amount"), (TENURE, "tenure"), (INCOME, "income")):
             if state.get(key) is None:
                 state["stage"] = slot
-                return AgentResult(Reply(prefix + self._ask(slot, product)), state)
+                return AgentResult(
+                    Reply(prefix + self._ask(slot, product, self.language(state))), state
+                )
         return self.quote(state, prefix)
 
     def quote(self, state: dict[str, Any], prefix: str = "") -> AgentResult:
@@ -401,61 +489,105 @@ class ScriptedAgent:
             product.max_amount,
         )
         fee = product.processing_fee(amount)
+        lang = self.language(state)
         lines = [
-            f"{prefix}Here is your {product.name} estimate:",
-            f"- Loan amount: {self.money(amount)}",
-            f"- Tenure: {months} months ({_years(months)})",
-            f"- Interest rate: {product.annual_rate}% per annum (reducing balance)",
-            f"- **EMI: {self.money(summary.emi)} per month**",
-            f"- Total interest: {self.money(summary.total_interest)}; total repayment "
-            f"{self.money(summary.total_payment)}",
-            f"- Processing fee: {self.money(fee)}",
+            prefix + tr(lang, "Here is your {product} estimate:", product=_name(product, lang)),
+            tr(lang, "- Loan amount: {amount}", amount=self.money(amount)),
+            tr(
+                lang,
+                "- Tenure: {months} months ({years})",
+                months=months,
+                years=_years(months, lang),
+            ),
+            tr(
+                lang,
+                "- Interest rate: {rate}% per annum (reducing balance)",
+                rate=product.annual_rate,
+            ),
+            tr(lang, "- **EMI: {emi} per month**", emi=self.money(summary.emi)),
+            tr(
+                lang,
+                "- Total interest: {interest}; total repayment {total}",
+                interest=self.money(summary.total_interest),
+                total=self.money(summary.total_payment),
+            ),
+            tr(lang, "- Processing fee: {fee}", fee=self.money(fee)),
             "",
         ]
         share = f"{check.emi_share}%"
         limit = f"{(ratio * 100).normalize():f}%"
         existing_note = (
-            f" after your existing EMIs of {self.money(existing)}"
+            tr(lang, " after your existing EMIs of {existing}", existing=self.money(existing))
             if existing
-            else " (assuming no existing EMIs; tell me if you pay any and I'll recheck)"
+            else tr(lang, " (assuming no existing EMIs; tell me if you pay any and I'll recheck)")
         )
         if check.eligible:
             lines.append(
-                f"Eligibility: the EMI is {share} of your monthly income of {self.money(income)}, "
-                f"within our {limit} guideline{existing_note}, so you look eligible on this first "
-                "check."
+                tr(
+                    lang,
+                    "Eligibility: the EMI is {share} of your monthly income of {income}, within "
+                    "our {limit} guideline{note}, so you look eligible on this first check.",
+                    share=share,
+                    income=self.money(income),
+                    limit=limit,
+                    note=existing_note,
+                )
             )
         else:
             reasons = []
             if "income_below_minimum" in check.reasons:
                 reasons.append(
-                    f"the minimum monthly income for a {product.name} is "
-                    f"{self.money(product.min_monthly_income)}"
+                    tr(
+                        lang,
+                        "the minimum monthly income for a {product} is {minimum}",
+                        product=_name(product, lang),
+                        minimum=self.money(product.min_monthly_income),
+                    )
                 )
             if "emi_exceeds_allowed_share" in check.reasons:
                 reasons.append(
-                    f"the EMI would be {share} of your income, above our {limit} guideline"
-                    f"{existing_note}"
+                    tr(
+                        lang,
+                        "the EMI would be {share} of your income, above our {limit} guideline"
+                        "{note}",
+                        share=share,
+                        limit=limit,
+                        note=existing_note,
+                    )
                 )
             lines.append(
-                "Eligibility: this amount may be difficult, because " + " and ".join(reasons) + "."
+                tr(
+                    lang,
+                    "Eligibility: this amount may be difficult, because {reasons}.",
+                    reasons=tr(lang, " and ").join(reasons),
+                )
             )
             if check.max_eligible_amount >= product.min_amount:
                 lines.append(
-                    f"On this first check you could borrow up to about "
-                    f"{self.money(check.max_eligible_amount)} over {_years(months)}."
+                    tr(
+                        lang,
+                        "On this first check you could borrow up to about {amount} over {tenure}.",
+                        amount=self.money(check.max_eligible_amount),
+                        tenure=_years(months, lang),
+                    )
                 )
         lines.append(
-            "This is an indication, not an approval: the final decision follows document "
-            "verification and a credit assessment."
+            tr(
+                lang,
+                "This is an indication, not an approval: the final decision follows document "
+                "verification and a credit assessment.",
+            )
         )
         lines.append("")
-        lines.append("Would you like a loan advisor to call you about this? (yes/no)")
+        lines.append(tr(lang, "Would you like a loan advisor to call you about this? (yes/no)"))
         state.update(stage=OFFER, emi=str(summary.emi), eligible=check.eligible)
         return AgentResult(
             Reply(
                 "\n".join(lines),
-                choices=(Choice("Yes, call me", "yes"), Choice("No, thanks", "no")),
+                choices=(
+                    Choice(tr(lang, "Yes, call me"), "yes"),
+                    Choice(tr(lang, "No, thanks"), "no"),
+                ),
             ),
             state,
             meta={"emi": str(summary.emi), "eligible": check.eligible},
@@ -466,12 +598,21 @@ class ScriptedAgent:
     def ask_consent(self, state: dict[str, Any], wants_human: bool = False) -> AgentResult:
         state["stage"] = CONSENT
         state["wants_human"] = wants_human or state.get("wants_human", False)
-        opener = "I'll connect you with a loan advisor. " if wants_human else "Great. "
+        lang = self.language(state)
+        opener = (
+            tr(lang, "I'll connect you with a loan advisor. ")
+            if wants_human
+            else tr(lang, "Great. ")
+        )
         return AgentResult(
             Reply(
-                opener + "To do that I need your name and phone number. Do you agree that Esoteric "
-                "may store them and that an advisor may contact you about this loan? (yes/no)",
-                choices=(Choice("I agree", "yes"), Choice("No", "no")),
+                opener
+                + tr(
+                    lang,
+                    "To do that I need your name and phone number. Do you agree that Esoteric "
+                    "may store them and that an advisor may contact you about this loan? (yes/no)",
+                ),
+                choices=(Choice(tr(lang, "I agree"), "yes"), Choice(tr(lang, "No"), "no")),
             ),
             state,
             wants_human=wants_human,
@@ -479,6 +620,7 @@ class ScriptedAgent:
 
     def _lead_flow(self, state: dict[str, Any], text: str, ctx: TurnContext) -> AgentResult | None:
         stage = state["stage"]
+        lang = self.language(state)
         if stage == OFFER:
             answer = parse_yes_no(text)
             if answer is True:
@@ -487,8 +629,11 @@ class ScriptedAgent:
                 state["stage"] = DONE
                 return AgentResult(
                     Reply(
-                        "No problem. If you'd like to compare another amount or tenure, just "
-                        "send it. You can also ask me about documents, fees or prepayment."
+                        tr(
+                            lang,
+                            "No problem. If you'd like to compare another amount or tenure, just "
+                            "send it. You can also ask me about documents, fees or prepayment.",
+                        )
                     ),
                     state,
                 )
@@ -497,33 +642,45 @@ class ScriptedAgent:
             answer = parse_yes_no(text)
             if answer is True:
                 state.update(stage=NAME, consent=True)
-                return AgentResult(Reply("Thank you. What is your full name?"), state)
+                return AgentResult(Reply(tr(lang, "Thank you. What is your full name?")), state)
             if answer is False:
                 state.update(stage=DONE, consent=False)
                 return AgentResult(
                     Reply(
-                        "Understood, I won't store your details. You can keep asking me "
-                        "questions any time."
+                        tr(
+                            lang,
+                            "Understood, I won't store your details. You can keep asking me "
+                            "questions any time.",
+                        )
                     ),
                     state,
                 )
             return AgentResult(
                 Reply(
-                    "Please answer yes or no: may Esoteric store your name and phone number so "
-                    "an advisor can contact you?",
-                    choices=(Choice("I agree", "yes"), Choice("No", "no")),
+                    tr(
+                        lang,
+                        "Please answer yes or no: may Esoteric store your name and phone number so "
+                        "an advisor can contact you?",
+                    ),
+                    choices=(Choice(tr(lang, "I agree"), "yes"), Choice(tr(lang, "No"), "no")),
                 ),
                 state,
             )
         if stage == NAME:
             name = _NAME.sub("", text).strip(" .,!")
             if not re.fullmatch(r"[^\W\d_][^\d@#/\\<>]{1,79}", name):
-                return AgentResult(Reply("Please tell me your name (letters only)."), state)
+                return AgentResult(
+                    Reply(tr(lang, "Please tell me your name (letters only).")), state
+                )
             state.update(stage=PHONE, name=name.title() if name.islower() else name)
             return AgentResult(
                 Reply(
-                    f"Thanks, {state['name']}. What is your 10-digit mobile number? You can also "
-                    "share your contact.",
+                    tr(
+                        lang,
+                        "Thanks, {name}. What is your 10-digit mobile number? You can also "
+                        "share your contact.",
+                        name=state["name"],
+                    ),
                     request_contact=True,
                 ),
                 state,
@@ -533,8 +690,11 @@ class ScriptedAgent:
             if phone is None:
                 return AgentResult(
                     Reply(
-                        "That doesn't look like a valid Indian mobile number. Please send 10 "
-                        "digits starting with 6, 7, 8 or 9, for example 98765 43210.",
+                        tr(
+                            lang,
+                            "That doesn't look like a valid Indian mobile number. Please send 10 "
+                            "digits starting with 6, 7, 8 or 9, for example 98765 43210.",
+                        ),
                         request_contact=True,
                     ),
                     state,
@@ -553,9 +713,14 @@ class ScriptedAgent:
             )
             return AgentResult(
                 Reply(
-                    f"Thank you, {state['name']}. I've passed your request to our loan advisors; "
-                    f"one of them will contact you on {phone}. Approval depends on document "
-                    "verification and a credit assessment."
+                    tr(
+                        lang,
+                        "Thank you, {name}. I've passed your request to our loan advisors; one of "
+                        "them will contact you on {phone}. Approval depends on document "
+                        "verification and a credit assessment.",
+                        name=state["name"],
+                        phone=phone,
+                    )
                 ),
                 state,
                 lead=lead,
@@ -564,7 +729,7 @@ class ScriptedAgent:
         return None
 
     async def _knowledge_answer(
-        self, text: str, product: Product | None = None
+        self, text: str, product: Product | None = None, lang: str = "en"
     ) -> tuple[str, tuple[Citation, ...]] | None:
         """An answer from the knowledge base; for a question it has no answer to, an honest
         "I don't know" with an advisor offered. ``None`` when there is no knowledge base or
@@ -583,9 +748,12 @@ class ScriptedAgent:
             return answer
         if _QUESTION.search(text) and not _GREETING.search(text):
             return (
-                "I don't have a reliable answer to that in our knowledge base, and I'd rather "
-                'not guess. A loan advisor can help: say "advisor" or type /human and I\'ll '
-                "arrange a call.",
+                tr(
+                    lang,
+                    "I don't have a reliable answer to that in our knowledge base, and I'd rather "
+                    'not guess. A loan advisor can help: say "advisor" or type /human and I\'ll '
+                    "arrange a call.",
+                ),
                 (),
             )
         return None
