@@ -20,7 +20,7 @@ from sqlalchemy import update
 from core.agent.base import Agent, AgentResult, StreamingAgent, TurnContext
 from core.agent.scripted import ScriptedAgent
 from core.errors import AgentError
-from core.i18n import CHOSEN_KEY, LANGUAGES, STATE_KEY, tr
+from core.i18n import CHOSEN_KEY, LANGUAGE_KEYS, LANGUAGES, STATE_KEY, tr
 from core.messages import Command, Reply, Target, parse_command, utcnow
 from core.ports import OutboundPort, StreamingPort
 from core.ratelimit import RateLimits
@@ -294,8 +294,8 @@ class CustomerCommands:
             return None
         name, state = turn.command.name, turn.data.state
         lang = self.scripted.language(state)
-        # A chosen or detected language outlives /start: it is the customer's.
-        kept = {k: state[k] for k in (STATE_KEY, CHOSEN_KEY) if k in state}
+        # A chosen or detected language outlives /start and /reset: it is the customer's.
+        kept = {k: state[k] for k in LANGUAGE_KEYS if k in state}
         if name == "start":
             return Decision(
                 AgentResult(self.scripted.greeting(lang=lang), {"stage": "need", **kept})
@@ -311,7 +311,7 @@ class CustomerCommands:
                         "tell me which loan you need.",
                     )
                 ),
-                {},
+                kept,
             )
             result.meta["close"] = "reset"
             return Decision(result)

@@ -23,6 +23,9 @@ LOCALES = {"hi": "hi", "hinglish": "hi_Latn"}
 STATE_KEY = "language"
 # Set when the customer chose the language with /language: then detection no longer changes it.
 CHOSEN_KEY = "language_chosen"
+# The state the customer's language lives in: kept by /start and /reset, and carried into the
+# chat's next conversation, since it is the customer's, not one conversation's.
+LANGUAGE_KEYS = (STATE_KEY, CHOSEN_KEY)
 
 _DEVANAGARI = re.compile(r"[\u0900-\u097F]")
 # Words that are Hindi, not English, when written in Latin letters. Two different ones are

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, insert, text, update
 
 from core.agent.base import HistoryItem, LeadDraft
 from core.errors import ChatEnded
+from core.i18n import LANGUAGE_KEYS
 from core.messages import Inbound
 from core.store.database import Database
 from core.store.models import (
@@ -314,9 +315,11 @@ def record_inbound(
                 {"now": now, "cid": row[0]},
             )
     if conversation_id is None:
+        # The chat's previous conversation, if any: just closed as idle, or the latest one.
+        previous: int | None = row[0] if welcome_back and row is not None else None
         if not welcome_back:
             last = q.one(
-                "SELECT close_reason FROM conversations WHERE channel = :channel"
+                "SELECT close_reason, id FROM conversations WHERE channel = :channel"
                 " AND chat_key = :chat_key AND thread = :thread ORDER BY id DESC LIMIT 1",
                 key,
             )
@@ -324,11 +327,12 @@ def record_inbound(
                 # Rolls the transaction back: nothing of it is stored.
                 raise ChatEnded(f"the {inbound.channel} chat was ended")
             welcome_back = last is not None and last[0] == "idle"
+            previous = last[1] if last is not None else None
         conversation_id = q.one(
             "INSERT INTO conversations (channel, chat_key, thread, user_id, status, started_at,"
             " last_activity_at, state, paused) VALUES (:channel, :chat_key, :thread, :user_id,"
             " 'active', :now, :now, :state, false) RETURNING id",
-            {**key, "user_id": user_id, "now": now, "state": {}},
+            {**key, "user_id": user_id, "now": now, "state": _carried_over(q, previous)},
         )[0]
     meta: dict[str, Any] = {}
     if inbound.command is not None:
@@ -377,6 +381,15 @@ def record_inbound(
         load_turn(conn, chat, prefetch, max_batch) if prefetch is not None and not ignored else None
     )
     return Recorded(message_id, conversation_id, welcome_back, chat, loaded, ignored)
+
+
+def _carried_over(q: _Statements, previous: int | None) -> dict[str, Any]:
+    """What a new conversation keeps of the chat's previous one: the customer's language."""
+    if previous is None:
+        return {}
+    found = q.one("SELECT state FROM conversations WHERE id = :cid", {"cid": previous})
+    state = json_dict(found[0]) if found is not None else {}
+    return {k: state[k] for k in LANGUAGE_KEYS if k in state}
 
 
 def chat_of(conn: Connection, message_id: int | None, outbox_id: int | None) -> ChatAddress | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from sqlalchemy import text
+
 from core.agent.scripted import ScriptedAgent, ScriptedAgentConfig
 from core.catalogue import load_catalogue
 from core.conversation import ConversationService
@@ -13,6 +15,7 @@ from core.i18n import tr
 from core.loan import emi
 from core.money import format_money
 from core.store.database import Database
+from core.store.turns import json_dict
 from tests.support.builders import customer, service_for
 from tests.support.recording import RecordingPort
 
@@ -21,9 +24,9 @@ CATALOGUE = load_catalogue()
 HOME = CATALOGUE.get("home")
 
 
-async def _talk(service: ConversationService, *texts: str, chat: str = "chat-1") -> None:
-    for text in texts:
-        await service.handle(customer(text, chat=chat))
+async def _talk(service: ConversationService, *messages: str, chat: str = "chat-1") -> None:
+    for message in messages:
+        await service.handle(customer(message, chat=chat))
 
 
 def _service(database: Database) -> tuple[ConversationService, RecordingPort]:
@@ -113,14 +116,24 @@ async def test_language_command_switches_and_the_choice_persists(database: Datab
     assert port.texts[-1].startswith("Please choose a language: /language en (English)")
 
 
-async def test_reset_answers_in_the_language_and_the_new_conversation_starts_afresh(
+async def test_reset_answers_in_the_language_and_the_next_conversation_keeps_it(
     database: Database,
 ) -> None:
     service, port = _service(database)
-    await _talk(service, "/language hi", "/reset")
+    await _talk(service, "/language hi", "I need a home loan", "/reset")
     assert port.texts[-1].startswith("हो गया: मैंने हमारी बातचीत साफ़ कर दी है।")
+    # A fresh conversation (the loan forgotten), in the language the customer chose.
     await _talk(service, "hello")
-    assert port.texts[-1].startswith("Hello! I'm Esoteric")
+    assert DEVANAGARI.search(port.texts[-1])
+    assert not port.texts[-1].startswith("Hello! I'm Esoteric")
+    async with database.transaction() as session:
+        rows = (
+            await session.execute(text("SELECT status, state FROM conversations ORDER BY id"))
+        ).all()
+    assert [r[0] for r in rows] == ["closed", "active"]
+    state = json_dict(rows[1][1])
+    assert state.get("language") == "hi" and state.get("language_chosen")
+    assert "product" not in state
 
 
 async def test_configured_default_language_until_the_customer_shows_theirs(
