@@ -1,5 +1,6 @@
-"""A Hindi-speaking customer on Telegram, end to end: the real python-telegram-bot against the
-stand-in Bot API, the real core, scripted agent and SQLite. Replies and buttons are in Hindi."""
+"""Hindi- and Hinglish-speaking customers on Telegram, end to end: the real python-telegram-bot
+against the stand-in Bot API, the real core, scripted agent and SQLite. Replies and buttons are
+in the customer's language."""
 
 from __future__ import annotations
 
@@ -29,6 +30,22 @@ async def test_a_hindi_conversation_with_buttons_reaches_the_exact_emi(bot: Tele
     assert "• लोन राशि: ₹25,00,000" in answer.text
     assert set(buttons(answer)) == {"हाँ, कॉल करें", "नहीं, धन्यवाद"}
     assert all(DEVANAGARI.search(text) for text in bot.server.texts(ASHA))
+    assert all(c.status == 200 for c in bot.server.calls_to("sendMessage", ASHA, ok=None))
+
+
+async def test_a_hinglish_conversation_in_one_message_reaches_the_exact_emi(
+    bot: TelegramBot,
+) -> None:
+    greeting = await bot.say(ASHA, "namaste, mujhe loan chahiye")
+    assert greeting.text.startswith("Namaste! Main Esoteric hoon")
+    assert "Home Loan" in buttons(greeting)  # product names stay as Hinglish writers write them
+    answer = await bot.say(
+        ASHA, "mujhe ghar ke liye 25 lakh chahiye, 20 saal ke liye, meri salary 1.2 lakh mahina hai"
+    )
+    assert f"<b>EMI: {expected_emi(2_500_000, 240)} har mahine</b>" in answer.text
+    assert "per month" not in answer.text
+    texts = bot.server.texts(ASHA)
+    assert len(texts) == 2 and not any(DEVANAGARI.search(text) for text in texts)
     assert all(c.status == 200 for c in bot.server.calls_to("sendMessage", ASHA, ok=None))
 
 
