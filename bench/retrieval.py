@@ -67,6 +67,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+async def timed_searches(kb: KnowledgeBase, queries: list[str]) -> tuple[list[float], float]:
+    """Each query searched in turn: its latency (ms), and the CPU (ms, all threads) per query."""
+    latencies = []
+    cpu = time.process_time()
+    for q in queries:
+        t = time.perf_counter()
+        await kb.search(q, 4, floor=0.0)
+        latencies.append((time.perf_counter() - t) * 1000)
+    return latencies, (time.process_time() - cpu) / len(queries) * 1000
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chunks", type=int, default=1000)
@@ -108,23 +119,11 @@ async def main() -> int:
 
         for q in questions[:5]:  # warm up
             await kb.search(q, 4)
-        latencies = []
-        cpu = time.process_time()
-        for i in range(args.queries):
-            # Worded afresh each time, so the embedding is paid as for a new question.
-            q = f"{questions[i % len(questions)]} ({i})"
-            t = time.perf_counter()
-            await kb.search(q, 4, floor=0.0)
-            latencies.append((time.perf_counter() - t) * 1000)
-        query_cpu = (time.process_time() - cpu) / args.queries * 1000
-        again = []
-        cpu = time.process_time()
-        for i in range(args.queries):
-            q = f"{questions[i % len(questions)]} ({i})"
-            t = time.perf_counter()
-            await kb.search(q, 4, floor=0.0)
-            again.append((time.perf_counter() - t) * 1000)
-        again_cpu = (time.process_time() - cpu) / args.queries * 1000
+        # Worded afresh the first time, so the embedding is paid as for a new question; the
+        # same wordings again are questions asked before (their vectors remembered).
+        wordings = [f"{questions[i % len(questions)]} ({i})" for i in range(args.queries)]
+        latencies, query_cpu = await timed_searches(kb, wordings)
+        again, again_cpu = await timed_searches(kb, wordings)
         at_once: dict[int, float] = {}
         for n in (1, 4, 8, 16):
             cpu = time.process_time()
