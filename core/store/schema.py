@@ -102,13 +102,18 @@ async def _at_declared_head(db: Database) -> bool:
 async def upgrade_to_head(db: Database) -> None:
     if await _at_declared_head(db):
         return
+    await upgrade_to(db, "head")
+
+
+async def upgrade_to(db: Database, revision: str) -> None:
+    """Run Alembic's upgrade to ``revision`` on ``db`` (imports Alembic)."""
     from alembic import command
 
     cfg = alembic_config()
 
     def _upgrade(conn: Connection) -> None:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)
 
     async with db.engine.begin() as conn:
         await conn.run_sync(_upgrade)

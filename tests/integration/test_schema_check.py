@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import text
 
 from core.store.database import create_database
 from core.store.schema import (
-    alembic_config,
     current_revision,
     declared_head,
     head_revision,
     is_at_head,
+    upgrade_to,
     upgrade_to_head,
 )
 
@@ -27,14 +26,7 @@ def test_the_migration_files_name_alembics_head() -> None:
 async def test_an_old_database_is_still_upgraded(tmp_path: Path) -> None:
     db = create_database(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
     try:
-        cfg = alembic_config()
-
-        def to_0003(conn: object) -> None:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0003")
-
-        async with db.engine.begin() as conn:
-            await conn.run_sync(to_0003)
+        await upgrade_to(db, "0003")
         assert await current_revision(db) == "0003"
         assert not await is_at_head(db)
 
