@@ -81,6 +81,26 @@ def N_(msgid: str) -> str:
     return msgid
 
 
+_LATIN = re.compile(r"[A-Za-z]")
+# What does not count towards a reply's script: links, and the Latin terms a Hindi reply keeps.
+_NOT_WORDS = re.compile(r"https?://\S+|\b(?:EMI|EMIs|PAN|KFS|GST|APR|CIBIL|KYC|RBI|OTP|ID|PDF)\b")
+# Below this many letters a reply is too short to tell its script ("OK", a figure, a name).
+_SCRIPT_MIN_LETTERS = 12
+
+
+def in_script(text: str, language: str) -> bool:
+    """Whether a reply is written in the script of ``language``: mostly Devanagari for Hindi,
+    Latin letters for English and Hinglish (which can only be told apart by their words, and a
+    model told to write Hinglish that writes English has still written something readable)."""
+    text = _NOT_WORDS.sub(" ", text)
+    devanagari = len(_DEVANAGARI.findall(text))
+    latin = len(_LATIN.findall(text))
+    if devanagari + latin < _SCRIPT_MIN_LETTERS:
+        return True
+    share = devanagari / (devanagari + latin)
+    return share >= 0.5 if language == "hi" else share <= 0.2
+
+
 def tr(language: str, msgid: str, **fields: object) -> str:
     """``msgid`` in ``language``, its ``{fields}`` filled in. A missing translation falls back
     to the English (the tests make sure there is none)."""

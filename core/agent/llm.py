@@ -18,7 +18,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -39,6 +39,7 @@ from core.agent.scripted import ScriptedAgent
 from core.agent.tools import References, ToolSession
 from core.catalogue import Catalogue
 from core.errors import AgentError, KnowledgeError
+from core.i18n import in_script
 from core.knowledge.gate import KnowledgeNotReady
 from core.knowledge.query import needs_retrieval
 from core.knowledge.types import KnowledgeSearch
@@ -84,6 +85,9 @@ class TurnFigures:
     first_token_at: float | None = None
     rounds: int = 0
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    language: str | None = None
+    # Replies asked for again because they came back in the wrong script.
+    language_retries: int = 0
 
     def meta(self, now: float) -> dict[str, Any]:
         ttft = None
@@ -99,6 +103,8 @@ class TurnFigures:
             "llm_retries": self.retries,
             "tool_rounds": self.rounds,
             "tool_calls": self.tool_calls,
+            **({"language": self.language} if self.language else {}),
+            **({"language_retries": self.language_retries} if self.language_retries else {}),
         }
 
 
@@ -238,6 +244,8 @@ class LLMAgent:
         self, ctx: TurnContext, queue: asyncio.Queue[str | _Done | _Failed], streaming: bool
     ) -> None:
         figures = TurnFigures(self.config.model, self.clock())
+        ctx, language = self._language(ctx)
+        figures.language = language
         try:
             if not self.breaker.allow():
                 result = await self._fall_back(ctx, "circuit_open", figures)
@@ -247,8 +255,16 @@ class LLMAgent:
                 try:
                     async with asyncio.timeout(max(budget, 0.1)):
                         result = await self._run(
-                            ctx, queue.put_nowait, streaming, figures, deadline
+                            ctx, queue.put_nowait, streaming, figures, deadline, language
                         )
+                        if language and not in_script(result.reply.text, language):
+                            # Asked once more, reminded of the language; not streamed, since
+                            # the channel already holds the first attempt's checked preview.
+                            log.info("reply not written in %s; asking the model again", language)
+                            figures.language_retries += 1
+                            result = await self._run(
+                                ctx, _discard, False, figures, deadline, language, remind=True
+                            )
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # any LLM failure ends in the scripted agent's answer
@@ -270,12 +286,24 @@ class LLMAgent:
                         # turn. (The API worked, so the breaker is not told.)
                         log.warning("LLM reply quoted figures no tool produced; scripted answer")
                         result = await self._fall_back(ctx, "ungrounded_figures", figures)
+                    elif language and not in_script(result.reply.text, language):
+                        log.warning("reply still not written in %s; scripted answer", language)
+                        result = await self._fall_back(ctx, "wrong_language", figures)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             queue.put_nowait(_Failed(exc))
             return
         queue.put_nowait(_Done(result))
+
+    def _language(self, ctx: TurnContext) -> tuple[TurnContext, str | None]:
+        """The language to reply in, noted in the turn's state as the scripted agent notes it
+        (so a fallback answers in it too). The sales team's assistant speaks English."""
+        if ctx.persona == "sales":
+            return ctx, None
+        state = dict(ctx.state)
+        language = self.fallback.follow_language(state, ctx.text)
+        return (ctx if state == ctx.state else replace(ctx, state=state)), language
 
     async def _fall_back(self, ctx: TurnContext, reason: str, figures: TurnFigures) -> AgentResult:
         result = await self.fallback.respond(ctx)
@@ -290,6 +318,8 @@ class LLMAgent:
         streaming: bool,
         figures: TurnFigures,
         deadline: _Deadline,
+        language: str | None = None,
+        remind: bool = False,
     ) -> AgentResult:
         references = References()
         if self.knowledge is not None and needs_retrieval(ctx.text):
@@ -312,8 +342,10 @@ class LLMAgent:
         summary, mark = prompt.roll_summary(
             ctx.summary, ctx.state.get("summary_mark"), ctx.history, start, prompt.SUMMARY_MAX_CHARS
         )
-        system = prompt.system_prompt(ctx, self.catalogue, self.canary)
+        system = prompt.system_prompt(ctx, self.catalogue, self.canary, language)
         messages = prompt.build_messages(ctx, system, references, summary, recent)
+        if remind and language:
+            messages.append(prompt.language_reminder(language))
         own_phones = _own_phones(ctx)
 
         def preview(text: str) -> str | None:
@@ -326,6 +358,8 @@ class LLMAgent:
             text, _ = redact_foreign_phones(text, own_phones)
             if _ungrounded(text, ctx, tools, references):
                 return None
+            if language and not in_script(text, language):
+                return None  # asked again or answered by the scripted agent: never shown
             return text
 
         # Streamed text passes the same checks as the final text before any of it leaves.
@@ -589,3 +623,7 @@ def _dedupe(citations: tuple[Citation, ...]) -> tuple[Citation, ...]:
 def tool_definitions_json() -> str:
     """The tool schema as sent to the API, for documentation and debugging."""
     return json.dumps(ToolSession.definitions(), indent=2)
+
+
+def _discard(_delta: str) -> None:
+    """Where a non-streamed attempt's deltas go."""

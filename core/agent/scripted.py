@@ -147,6 +147,14 @@ class ScriptedAgent:
         lang = state.get(STATE_KEY)
         return lang if lang in LANGUAGES else self.config.default_language
 
+    def follow_language(self, state: dict[str, Any], text: str) -> str:
+        """The language to answer ``text`` in: the one it is clearly written in, unless the
+        customer chose one with /language; recorded in ``state`` when it changes."""
+        detected = detect_language(text)
+        if detected is not None and not state.get(CHOSEN_KEY) and detected != self.language(state):
+            state[STATE_KEY] = detected
+        return self.language(state)
+
     def greeting(self, welcome_back: bool = False, lang: str | None = None) -> Reply:
         lang = lang or self.config.default_language
         opener = tr(lang, "Welcome back! ") if welcome_back else tr(lang, "Hello! ")
@@ -186,10 +194,7 @@ class ScriptedAgent:
         state = dict(ctx.state)
         stage = state.get("stage")
         text = ctx.text.strip()
-        detected = detect_language(text)
-        if detected is not None and not state.get(CHOSEN_KEY) and detected != self.language(state):
-            state[STATE_KEY] = detected
-        lang = self.language(state)
+        lang = self.follow_language(state, text)
 
         if stage in (OFFER, DONE) and state.get("product") and not _TOPIC.search(text):
             # A correction after the quote ("no, make it 25 lakh", "actually 15 years").
