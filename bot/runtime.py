@@ -123,6 +123,7 @@ def build_handoff_and_admin(
             idle_minutes=settings.handoff_idle_minutes,
             hours=settings.hours(),
             currency=settings.currency,
+            default_language=settings.default_language,
         ),
     )
 
@@ -148,6 +149,7 @@ def build_handoff_and_admin(
             admins=frozenset(settings.admins),
             idle_minutes=settings.session_idle_minutes,
             broadcast_per_second=settings.broadcast_per_second,
+            default_language=settings.default_language,
         ),
         reload_knowledge=reload_knowledge if knowledge is not None else None,
     )
@@ -169,12 +171,12 @@ def build_handlers(
     """The turn's handler chain, in the order its rules need (see ``core.handlers``)."""
     return [
         BannedSender(),
-        FloodGuard(limits, settings.flood_messages_per_minute),
-        AdminCommands(admin),
+        FloodGuard(limits, settings.flood_messages_per_minute, settings.default_language),
+        AdminCommands(admin, settings.default_language),
         Paused(),
         HumanHandoff(handoffs),
-        BroadcastOptIn(db),
-        InputGuards(config.max_text_chars),
+        BroadcastOptIn(db, settings.default_language),
+        InputGuards(config.max_text_chars, settings.default_language),
         CustomerCommands(scripted),
         AgentAnswer(
             agent, scripted, counters, config.personas, daily_tokens=settings.llm_daily_tokens

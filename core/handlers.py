@@ -20,8 +20,9 @@ from sqlalchemy import update
 from core.agent.base import Agent, AgentResult, StreamingAgent, TurnContext
 from core.agent.scripted import ScriptedAgent
 from core.errors import AgentError
-from core.i18n import CHOSEN_KEY, LANGUAGE_KEYS, LANGUAGES, STATE_KEY, tr
+from core.i18n import CHOSEN_KEY, LANGUAGE_KEYS, LANGUAGES, N_, STATE_KEY, follow_language, tr
 from core.messages import Command, Reply, Target, parse_command, utcnow
+from core.money import group_indian
 from core.ports import OutboundPort, StreamingPort
 from core.ratelimit import RateLimits
 from core.store.database import Database
@@ -106,6 +107,11 @@ class Turn:
     # Whether the reply may be streamed (nothing of this chat is waiting to be sent before it).
     may_stream: bool = True
 
+    def language(self, default: str) -> str:
+        """The language of a notice answering this turn: the message's own, else the
+        conversation's (nothing is recorded: the agent records it when it answers)."""
+        return follow_language(dict(self.data.state), self.data.text, default)
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -143,7 +149,13 @@ class AdminHook(Protocol):
     def handles(self, name: str) -> bool: ...
 
     async def run_command(
-        self, channel: str, sender_id: str, command: Command, chat_key: str, group: bool = False
+        self,
+        channel: str,
+        sender_id: str,
+        command: Command,
+        chat_key: str,
+        group: bool = False,
+        language: str = "en",
     ) -> Reply: ...
 
 
@@ -165,14 +177,15 @@ class FloodGuard:
     sender's messages are stored and not answered (and cost no LLM call), with one "slow down"
     answer a minute so they know why. Counted across processes when the limits are in Redis."""
 
-    SLOW_DOWN = (
+    SLOW_DOWN = N_(
         "You're sending messages faster than I can read them. Please wait a minute, then send "
         "your question again."
     )
 
-    def __init__(self, limits: RateLimits, per_minute: int) -> None:
+    def __init__(self, limits: RateLimits, per_minute: int, default_language: str = "en") -> None:
         self.limits = limits
         self.per_minute = per_minute
+        self.default_language = default_language
 
     async def __call__(self, turn: Turn) -> Decision | None:
         data = turn.data
@@ -184,13 +197,15 @@ class FloodGuard:
             return None
         if await self.limits.take("flood-notice", sender, 1):
             return Decision(None)  # told already this minute
-        result = AgentResult(Reply(self.SLOW_DOWN), data.state, meta={"flood": True})
+        text = tr(turn.language(self.default_language), self.SLOW_DOWN)
+        result = AgentResult(Reply(text), data.state, meta={"flood": True})
         return Decision(result)
 
 
 class AdminCommands:
-    def __init__(self, admin: AdminHook) -> None:
+    def __init__(self, admin: AdminHook, default_language: str = "en") -> None:
         self.admin = admin
+        self.default_language = default_language
 
     async def __call__(self, turn: Turn) -> Decision | None:
         command = turn.command
@@ -203,6 +218,7 @@ class AdminCommands:
             command,
             data.chat_key,
             bool(data.meta.get("group")),
+            turn.language(self.default_language),
         )
         return Decision(AgentResult(reply, data.state, meta={"admin": command.name}))
 
@@ -232,8 +248,9 @@ class HumanHandoff:
 class BroadcastOptIn:
     """/subscribe and /unsubscribe: whether admin broadcasts reach this customer."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, default_language: str = "en") -> None:
         self.db = db
+        self.default_language = default_language
 
     async def __call__(self, turn: Turn) -> Decision | None:
         if turn.command is None or turn.command.name not in ("subscribe", "unsubscribe"):
@@ -244,10 +261,16 @@ class BroadcastOptIn:
                 await session.execute(
                     update(User).where(User.id == turn.data.user_id).values(broadcast_opt_in=on)
                 )
+        lang = turn.language(self.default_language)
         text = (
-            "Done: you'll receive our occasional announcements. Send /unsubscribe to stop."
+            tr(
+                lang,
+                "Done: you'll receive our occasional announcements. Send /unsubscribe to stop.",
+            )
             if on
-            else "Done: you won't receive announcements any more. Send /subscribe to resume."
+            else tr(
+                lang, "Done: you won't receive announcements any more. Send /subscribe to resume."
+            )
         )
         return Decision(AgentResult(Reply(text), turn.data.state))
 
@@ -255,32 +278,50 @@ class BroadcastOptIn:
 class InputGuards:
     """Messages the agent should never see: too long, or with no text at all."""
 
-    def __init__(self, max_text_chars: int) -> None:
+    def __init__(self, max_text_chars: int, default_language: str = "en") -> None:
         self.max_text_chars = max_text_chars
+        self.default_language = default_language
 
     async def __call__(self, turn: Turn) -> Decision | None:
         data = turn.data
         if len(data.text) > self.max_text_chars:
-            return Decision(
-                AgentResult(
-                    Reply(
-                        f"That message is too long for me ({len(data.text):,} characters; the "
-                        f"limit is {self.max_text_chars:,}). Please send a shorter one."
-                    ),
-                    data.state,
-                )
+            text = tr(
+                turn.language(self.default_language),
+                "That message is too long for me ({length} characters; the limit is {limit}). "
+                "Please send a shorter one.",
+                length=group_indian(len(data.text)),
+                limit=group_indian(self.max_text_chars),
             )
+            return Decision(AgentResult(Reply(text), data.state))
         if turn.command is None and not data.text.strip():
+            lang = turn.language(self.default_language)
             attachments = data.meta.get("attachments")
             if attachments:
-                text = (
-                    "Thanks! I can only read text messages, so I can't open that "
-                    f"{attachments[0]}. Please type your question and I'll help."
+                kind = ATTACHMENT_KINDS.get(attachments[0], N_("file"))
+                text = tr(
+                    lang,
+                    "Thanks! I can only read text messages, so I can't open that {kind}. "
+                    "Please type your question and I'll help.",
+                    kind=tr(lang, kind),
                 )
             else:
-                text = "I didn't catch any text there. How can I help?"
+                text = tr(lang, "I didn't catch any text there. How can I help?")
             return Decision(AgentResult(Reply(text), data.state))
         return None
+
+
+# What the adapters call an attachment (``Attachment.kind``), as a customer reads it.
+ATTACHMENT_KINDS = {
+    "photo": N_("photo"),
+    "document": N_("document"),
+    "voice": N_("voice note"),
+    "audio": N_("audio file"),
+    "video": N_("video"),
+    "animation": N_("animation"),
+    "sticker": N_("sticker"),
+    "location": N_("location"),
+    "file": N_("file"),
+}
 
 
 class CustomerCommands:
@@ -484,14 +525,18 @@ def default_handlers(
     daily_tokens: int | None = None,
 ) -> list[Handler]:
     """The chain in its rule order; ``bot.runtime`` builds it from this list."""
-    handlers: list[Handler] = [BannedSender(), FloodGuard(limits or RateLimits(), flood_per_minute)]
+    language = scripted.config.default_language
+    handlers: list[Handler] = [
+        BannedSender(),
+        FloodGuard(limits or RateLimits(), flood_per_minute, language),
+    ]
     if admin is not None:
-        handlers.append(AdminCommands(admin))
+        handlers.append(AdminCommands(admin, language))
     handlers += [
         Paused(),
         HumanHandoff(handoff),
-        BroadcastOptIn(db),
-        InputGuards(max_text_chars),
+        BroadcastOptIn(db, language),
+        InputGuards(max_text_chars, language),
         CustomerCommands(scripted),
         AgentAnswer(agent, scripted, counters, personas, daily_tokens),
     ]

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from babel.dates import format_datetime
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.catalogue import Catalogue
 from core.engine import TurnJob
 from core.hours import BusinessHours
+from core.i18n import DATE_LOCALES, LANGUAGES, STATE_KEY, tr
 from core.messages import utcnow
 from core.money import format_money
 from core.outbox import Outbox
@@ -105,6 +107,8 @@ class HandoffConfig:
     hours: BusinessHours | None = None  # None: reps are always there
     recent_messages: int = 6
     currency: str = "INR"
+    # The customer's language when their conversation has none yet (ESOTERIC_DEFAULT_LANGUAGE).
+    default_language: str = "en"
 
 
 @dataclass(frozen=True)
@@ -249,11 +253,13 @@ class HandoffService:
             if opens > now:
                 await self._tell_customer(
                     conversation_id,
-                    "Our advisors are available "
-                    f"{self.config.hours.describe() if self.config.hours else ''}. "
-                    f"Someone will reply from {self._local(opens):%A %d %B, %H:%M}. "
-                    "Meanwhile I'm here for any questions.",
                     "after_hours",
+                    lambda lang: tr(
+                        lang,
+                        "Our advisors are available {hours}. Someone will reply from {opens}. "
+                        "Meanwhile I'm here for any questions.",
+                        **self._opening(opens, lang),
+                    ),
                 )
         if not has_card:
             await self._post_card(handoff_id)
@@ -263,6 +269,20 @@ class HandoffService:
 
     def _local(self, at: datetime) -> datetime:
         return at.astimezone(self.config.hours.tz) if self.config.hours else at
+
+    def _opening(self, opens: datetime, lang: str) -> dict[str, str]:
+        """The desk's hours and its next opening, with day and month names in ``lang``."""
+        hours, local = self.config.hours, self._local(opens)
+        if lang == "en":
+            return {
+                "hours": hours.describe() if hours else "",
+                "opens": f"{local:%A %d %B, %H:%M}",
+            }
+        locale = DATE_LOCALES[lang]
+        return {
+            "hours": hours.describe(locale) if hours else "",
+            "opens": format_datetime(local, "EEEE d MMMM, HH:mm", locale=locale),
+        }
 
     async def _latest_lead(self, conversation_id: int) -> int | None:
         async with self.db.transaction() as session:
@@ -448,8 +468,12 @@ class HandoffService:
         await self._quietly(self._thread(handoff_id, f"{name} claimed this conversation."))
         await self._tell_customer(
             conversation_id,
-            f"{name}, one of our loan advisors, has joined and will reply here shortly.",
             "claimed",
+            lambda lang: tr(
+                lang,
+                "{name}, one of our loan advisors, has joined and will reply here shortly.",
+                name=name,
+            ),
         )
         return ClaimResult(True, handoff_id, rep_id, name)
 
@@ -536,8 +560,12 @@ class HandoffService:
         await self._after_end(
             handoff_id,
             f"{name} released this conversation; Esoteric is answering again.",
-            f"Thanks for talking with {name}. I'm Esoteric, the AI assistant, and I'm back to "
-            "help: ask me anything about your loan.",
+            lambda lang: tr(
+                lang,
+                "Thanks for talking with {name}. I'm Esoteric, the AI assistant, and I'm back to "
+                "help: ask me anything about your loan.",
+                name=name,
+            ),
             "released",
         )
         return ReleaseResult(
@@ -589,7 +617,7 @@ class HandoffService:
         return str(handoff.assigned_name or "The advisor")
 
     async def _after_end(
-        self, handoff_id: int, thread_text: str, customer_text: str, kind: str
+        self, handoff_id: int, thread_text: str, customer_text: Callable[[str], str], kind: str
     ) -> None:
         async with self.db.transaction() as session:
             conversation_id = await session.scalar(
@@ -598,7 +626,7 @@ class HandoffService:
         await self._quietly(self._redraw(handoff_id))
         await self._quietly(self._thread(handoff_id, thread_text))
         if conversation_id is not None:
-            await self._tell_customer(conversation_id, customer_text, kind)
+            await self._tell_customer(conversation_id, kind, customer_text)
 
     # -- relaying ----------------------------------------------------------------------------------
 
@@ -689,8 +717,19 @@ class HandoffService:
         else:
             await queue.defer(TurnJob(chat, outbox_id=outbox_id))
 
-    async def _tell_customer(self, conversation_id: int, text: str, kind: str) -> None:
-        """A notice from the bot to the customer, persisted like any reply."""
+    async def _tell_customer(
+        self, conversation_id: int, kind: str, text_in: Callable[[str], str]
+    ) -> None:
+        """A notice from the bot to the customer in their language (``text_in(language)``),
+        persisted like any reply."""
+        async with self.db.transaction() as session:
+            state = await session.scalar(
+                select(Conversation.state).where(Conversation.id == conversation_id)
+            )
+        language = (state or {}).get(STATE_KEY)
+        if language not in LANGUAGES:
+            language = self.config.default_language
+        text = text_in(language)
         added = await self.outbox.store.add_outbound(
             Outbound(conversation_id, "bot", text, "notice", {"handoff": kind}), self.clock()
         )
@@ -837,9 +876,13 @@ class HandoffService:
             minutes = self.config.sla_minutes
             await self._tell_customer(
                 conversation_id,
-                "Thanks for waiting: all our advisors are busy right now. The expected wait is "
-                f"about {minutes} more minutes, and I'm here for questions meanwhile.",
                 "wait",
+                lambda lang: tr(
+                    lang,
+                    "Thanks for waiting: all our advisors are busy right now. The expected wait "
+                    "is about {minutes} more minutes, and I'm here for questions meanwhile.",
+                    minutes=minutes,
+                ),
             )
         return True
 
@@ -864,8 +907,11 @@ class HandoffService:
             handoff_id,
             f"No messages for {self.config.idle_minutes} minutes: the conversation is back "
             "with Esoteric.",
-            "I'm Esoteric, the AI assistant, and I'm back to help. If you'd like an advisor "
-            "again, type /human.",
+            lambda lang: tr(
+                lang,
+                "I'm Esoteric, the AI assistant, and I'm back to help. If you'd like an advisor "
+                "again, type /human.",
+            ),
             "returned",
         )
         return True

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel.dates import get_day_names
+
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HOURS = re.compile(
     r"^\s*(?P<d1>[a-z]{3})(?:\s*-\s*(?P<d2>[a-z]{3}))?\s+"
@@ -66,8 +68,13 @@ class BusinessHours:
                 return opening
         raise AssertionError("business hours have at least one day")
 
-    def describe(self) -> str:
+    def describe(self, locale: str | None = None) -> str:
+        """``Mon-Fri 09:30-18:00 (Asia/Kolkata)``; day names in a Babel ``locale`` if given."""
         days = sorted(self.days)
-        names = [_DAYS[d].title() for d in days]
+        if locale is None:
+            names = [_DAYS[d].title() for d in days]
+        else:
+            local_names = get_day_names("abbreviated", locale=locale)
+            names = [str(local_names[d]) for d in days]
         span = names[0] if len(names) == 1 else f"{names[0]}-{names[-1]}"
         return f"{span} {self.start:%H:%M}-{self.end:%H:%M} ({self.tz.key})"

@@ -19,6 +19,9 @@ DOMAIN = "esoteric"
 LOCALE_DIR = Path(__file__).parent / "locale"
 # The gettext locale of each language that has a catalogue (English is the msgids themselves).
 LOCALES = {"hi": "hi", "hinglish": "hi_Latn"}
+# The Babel locale for dates and day names in each language (Hinglish speakers name days and
+# months in English).
+DATE_LOCALES = {"en": "en_IN", "hi": "hi", "hinglish": "en_IN"}
 # The conversation state key holding the language, once detected or chosen.
 STATE_KEY = "language"
 # Set when the customer chose the language with /language: then detection no longer changes it.
@@ -57,6 +60,16 @@ def detect_language(text: str) -> str | None:
     if not hinglish and len(english) >= 3:
         return "en"
     return None
+
+
+def follow_language(state: dict[str, object], text: str, default: str) -> str:
+    """The language to answer ``text`` in: the one it is clearly written in, unless the
+    customer chose one with /language; recorded in ``state`` when it changes."""
+    detected = detect_language(text)
+    if detected is not None and not state.get(CHOSEN_KEY) and detected != state.get(STATE_KEY):
+        state[STATE_KEY] = detected
+    language = state.get(STATE_KEY)
+    return language if isinstance(language, str) and language in LANGUAGES else default
 
 
 @cache

@@ -16,7 +16,7 @@ from typing import Any
 from core.agent.base import AgentResult, LeadDraft, TurnContext
 from core.agent.sales import SalesAssistant
 from core.catalogue import Catalogue, Product, ProductMatcher
-from core.i18n import CHOSEN_KEY, LANGUAGES, N_, STATE_KEY, detect_language, tr
+from core.i18n import CHOSEN_KEY, LANGUAGES, N_, STATE_KEY, follow_language, tr
 from core.knowledge.gate import KnowledgeNotReady
 from core.loan import eligibility, summarise
 from core.messages import Choice, Citation, Reply
@@ -150,10 +150,7 @@ class ScriptedAgent:
     def follow_language(self, state: dict[str, Any], text: str) -> str:
         """The language to answer ``text`` in: the one it is clearly written in, unless the
         customer chose one with /language; recorded in ``state`` when it changes."""
-        detected = detect_language(text)
-        if detected is not None and not state.get(CHOSEN_KEY) and detected != self.language(state):
-            state[STATE_KEY] = detected
-        return self.language(state)
+        return follow_language(state, text, self.config.default_language)
 
     def greeting(self, welcome_back: bool = False, lang: str | None = None) -> Reply:
         lang = lang or self.config.default_language

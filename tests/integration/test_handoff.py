@@ -20,6 +20,7 @@ from core.errors import ChannelError
 from core.handlers import Counters, default_handlers
 from core.handoff import HandoffConfig, HandoffService
 from core.hours import BusinessHours
+from core.i18n import tr
 from core.jobs import close_idle_sessions
 from core.messages import Inbound, utcnow
 from core.outbox import Outbox
@@ -84,11 +85,11 @@ def handoffs(
     return handoff
 
 
-async def conversation(db: Database, chat: str = "5001") -> int:
+async def conversation(db: Database, chat: str = "5001", words: str = "hello") -> int:
     """A customer's conversation, made by the turn pipeline itself."""
     service = make_service(db)
     outcome = await service.handle(
-        Inbound("telegram", chat, chat, "hello", event_id=f"u-{next(_events)}", sender_name="Ravi")
+        Inbound("telegram", chat, chat, words, event_id=f"u-{next(_events)}", sender_name="Ravi")
     )
     assert outcome is not None
     return outcome.conversation_id
@@ -329,6 +330,57 @@ async def test_outside_business_hours_the_customer_is_told_when(
     saturday.now += timedelta(hours=30)
     assert (await service.tick()).reminded == 0
     assert len(slack_api.calls_to("chat.postMessage")) == 1  # the card only
+
+
+@pytest.mark.parametrize(
+    ("words", "language", "hours", "opens"),
+    [
+        ("नमस्ते, मुझे होम लोन चाहिए", "hi", "सोम-शुक्र 09:30-18:00", "सोमवार 30 नवंबर, 09:30"),
+        (
+            "mujhe ghar ke liye loan chahiye",
+            "hinglish",
+            "Mon-Fri 09:30-18:00",
+            "Monday 30 November, 09:30",
+        ),
+    ],
+)
+async def test_the_customer_is_told_in_their_language(
+    database: Database,
+    desk: SlackChannel,
+    slack_api: SlackStandIn,
+    words: str,
+    language: str,
+    hours: str,
+    opens: str,
+) -> None:
+    saturday = Clock(datetime(2026, 11, 28, 6, 30, tzinfo=UTC))
+    service = handoffs(
+        database, desk, saturday, hours=BusinessHours.parse("Mon-Fri 09:30-18:00", "Asia/Kolkata")
+    )
+    conversation_id = await conversation(database, words=words)
+    await service.request(conversation_id, "human")
+    # Monday morning: still nobody has claimed it past the SLA; the customer hears the wait.
+    saturday.now = datetime(2026, 11, 30, 4, 15, tzinfo=UTC)
+    assert (await service.tick()).reminded == 1
+    async with database.transaction() as session:
+        notices = {
+            row.meta["handoff"]: row.text
+            for row in (await session.execute(select(Message.text, Message.meta))).all()
+            if "handoff" in row.meta
+        }
+    assert notices["after_hours"] == tr(
+        language,
+        "Our advisors are available {hours}. Someone will reply from {opens}. Meanwhile I'm "
+        "here for any questions.",
+        hours=f"{hours} (Asia/Kolkata)",
+        opens=opens,
+    )
+    assert notices["wait"] == tr(
+        language,
+        "Thanks for waiting: all our advisors are busy right now. The expected wait is about "
+        "{minutes} more minutes, and I'm here for questions meanwhile.",
+        minutes=10,
+    )
 
 
 async def test_a_claim_after_the_conversation_closed_follows_the_customer(

@@ -5,6 +5,7 @@ the conversation's state (detected, chosen with /language, or the configured def
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from sqlalchemy import text
 
@@ -13,6 +14,7 @@ from core.catalogue import load_catalogue
 from core.conversation import ConversationService
 from core.i18n import tr
 from core.loan import emi
+from core.messages import Attachment
 from core.money import format_money
 from core.store.database import Database
 from core.store.turns import json_dict
@@ -153,3 +155,48 @@ async def test_configured_default_language_until_the_customer_shows_theirs(
     assert DEVANAGARI.search(port.texts[-1])
     await _talk(service, "I would like a personal loan please")
     assert port.texts[-1].startswith("Sure, let's look at a Personal Loan.")
+
+
+async def test_the_pipelines_own_notices_follow_the_customers_language(
+    database: Database,
+) -> None:
+    service = service_for(database, flood_per_minute=6)
+    port = RecordingPort()
+    service.register_channel("test", port)
+    # A first message that is too long is answered in the language it is written in.
+    too_long = "मुझे होम लोन चाहिए " * 400
+    await _talk(service, too_long)
+    assert port.texts[-1] == tr(
+        "hi",
+        "That message is too long for me ({length} characters; the limit is {limit}). "
+        "Please send a shorter one.",
+        length=f"{len(too_long):,}",
+        limit="4,000",
+    )
+    await _talk(service, "मुझे होम लोन चाहिए")
+    # A photo without a caption: the conversation's language, and the kind in it too.
+    photo = customer("")
+    photo = replace(photo, attachments=(Attachment("photo"),))
+    await service.handle(photo)
+    assert port.texts[-1] == tr(
+        "hi",
+        "Thanks! I can only read text messages, so I can't open that {kind}. Please type your "
+        "question and I'll help.",
+        kind="फ़ोटो",
+    )
+    await _talk(service, "/subscribe")
+    assert port.texts[-1] == tr(
+        "hi", "Done: you'll receive our occasional announcements. Send /unsubscribe to stop."
+    )
+    await _talk(service, "/unsubscribe")
+    assert port.texts[-1].startswith("हो गया: अब आपको सूचनाएँ नहीं मिलेंगी।")
+    # Past six messages a minute: one "slow down", in Hindi.
+    before = len(port.texts)
+    await _talk(service, "25 लाख", "20 साल", "ठीक है")
+    slow = tr(
+        "hi",
+        "You're sending messages faster than I can read them. Please wait a minute, then send "
+        "your question again.",
+    )
+    assert port.texts[before:].count(slow) == 1
+    assert all(DEVANAGARI.search(text) for text in port.texts)
