@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from core.i18n import LANGUAGES, STATE_KEY, tr
 from core.jobs import close_idle_sessions
 from core.messages import CUSTOMER_COMMANDS, Choice, Command, Reply, utcnow
 from core.store import repository as repo
@@ -52,7 +55,10 @@ USAGE = {
     "kb": "kb reload: take in the bundled knowledge base again",
     "ban": "ban CHANNEL:ID: never answer this user (e.g. ban telegram:123456)",
     "unban": "unban CHANNEL:ID: answer this user again",
-    "broadcast": "broadcast TEXT: count the opted-in customers, then confirm to send",
+    "broadcast": (
+        "broadcast TEXT [hi] HINDI [hinglish] HINGLISH: count the opted-in customers, then "
+        "confirm to send; each gets the text in their language when given, else the English"
+    ),
 }
 # "admin" alone is the help; "admin stats" works like "stats".
 NAMES = frozenset({"admin", *USAGE})
@@ -72,6 +78,8 @@ class AdminConfig:
     idle_minutes: int = 30
     # Telegram allows about 30 messages a second overall; broadcasts stay well below.
     broadcast_per_second: float = 20.0
+    # The language of customers whose conversations never showed one (ESOTERIC_DEFAULT_LANGUAGE).
+    default_language: str = "en"
 
 
 @dataclass(frozen=True)
@@ -116,11 +124,18 @@ class AdminService:
         return actor in self.config.admins
 
     async def run_command(
-        self, channel: str, sender_id: str, command: Command, chat_key: str, group: bool = False
+        self,
+        channel: str,
+        sender_id: str,
+        command: Command,
+        chat_key: str,
+        group: bool = False,
+        language: str = "en",
     ) -> Reply:
         """A command typed in a chat (Telegram ``/stats``). In a group chat every member would
         see the answer (and an admin's command would act in front of them), so admin commands
-        work in a private chat only; in a group they are refused, for admins too, and audited."""
+        work in a private chat only; in a group they are refused, for admins too, and audited.
+        Refusals are in the chat's ``language`` (a customer may have typed the command)."""
         actor = f"{channel}:{sender_id}"
         if group:
             name = command.name
@@ -129,17 +144,20 @@ class AdminService:
             async with self.db.transaction() as session:
                 repo.audit(session, actor, name, "refused", None, {"where": "group"}, self.clock())
             return Reply(
-                "Admin commands work only in a private chat with me, so that nobody else sees "
-                "them. If you need help with a loan, just ask."
+                tr(
+                    language,
+                    "Admin commands work only in a private chat with me, so that nobody else "
+                    "sees them. If you need help with a loan, just ask.",
+                )
             )
-        return await self.run(actor, command.name, list(command.args))
+        return await self.run(actor, command.name, list(command.args), language)
 
     async def run_text(self, actor: str, text: str) -> Reply:
         """A command as words (Slack ``/esoteric pause 12`` arrives as ``pause 12``)."""
         words = text.split()
         return await self.run(actor, words[0].lower() if words else "help", words[1:])
 
-    async def run(self, actor: str, name: str, args: list[str]) -> Reply:
+    async def run(self, actor: str, name: str, args: list[str], language: str = "en") -> Reply:
         if name == "admin":
             name, args = (args[0].lower(), args[1:]) if args else ("help", [])
         now = self.clock()
@@ -150,7 +168,7 @@ class AdminService:
         if not self.is_admin(actor):
             async with self.db.transaction() as session:
                 repo.audit(session, actor, name, "refused", None, {"args": args}, now)
-            return self._refusal(actor, name)
+            return self._refusal(actor, name, language)
         try:
             done = await self._dispatch(actor, name, args)
         except AdminInputError as exc:
@@ -163,15 +181,22 @@ class AdminService:
             repo.audit(session, actor, name, "ok", done.target, done.details or {}, now)
         return done.reply
 
-    def _refusal(self, actor: str, name: str) -> Reply:
+    def _refusal(self, actor: str, name: str, language: str) -> Reply:
         if name == "whoami":
             return Reply(
-                f"You are {actor}. That account is not an Esoteric admin, so admin commands "
-                "are not available to you."
+                tr(
+                    language,
+                    "You are {actor}. That account is not an Esoteric admin, so admin commands "
+                    "are not available to you.",
+                    actor=actor,
+                )
             )
         return Reply(
-            "Sorry, that command is only for Esoteric admins. If you need help with a loan, "
-            "just ask me."
+            tr(
+                language,
+                "Sorry, that command is only for Esoteric admins. If you need help with a "
+                "loan, just ask me.",
+            )
         )
 
     async def _dispatch(self, actor: str, name: str, args: list[str]) -> _Done:
@@ -424,9 +449,18 @@ class AdminService:
 
     # -- broadcast ---------------------------------------------------------------------------------
 
-    def _recipients_query(self) -> Select[tuple[int, str, str]]:
+    def _recipients_query(self) -> Select[tuple[int, str, str, dict[str, Any] | None]]:
+        """Opted-in customers, each with the state of their latest conversation (where their
+        language is kept)."""
+        latest = (
+            select(Conversation.user_id, func.max(Conversation.id).label("conversation_id"))
+            .group_by(Conversation.user_id)
+            .subquery()
+        )
         return (
-            select(User.id, User.channel, User.external_id)
+            select(User.id, User.channel, User.external_id, Conversation.state)
+            .outerjoin(latest, latest.c.user_id == User.id)
+            .outerjoin(Conversation, Conversation.id == latest.c.conversation_id)
             .where(
                 User.broadcast_opt_in.is_(True),
                 User.banned.is_(False),
@@ -434,6 +468,10 @@ class AdminService:
             )
             .order_by(User.id)
         )
+
+    def _language(self, state: dict[str, Any] | None) -> str:
+        language = (state or {}).get(STATE_KEY)
+        return language if language in LANGUAGES else self.config.default_language
 
     async def _broadcast(self, actor: str, args: list[str]) -> _Done:
         prefix = _prefix(actor.partition(":")[0])
@@ -446,9 +484,11 @@ class AdminService:
             raise AdminInputError(
                 f"That broadcast is {len(text):,} characters; keep it under {BROADCAST_LIMIT:,}."
             )
+        variants = broadcast_variants(text)
         now = self.clock()
         async with self.db.transaction() as session:
-            count = len((await session.execute(self._recipients_query())).all())
+            recipients = (await session.execute(self._recipients_query())).all()
+            count = len(recipients)
             broadcast_id = (
                 await session.execute(
                     insert(Broadcast)
@@ -466,10 +506,22 @@ class AdminService:
             ).scalar_one()
         plural = "" if count == 1 else "s"
         seconds = count / self.config.broadcast_per_second
+        by_language = Counter(self._language(row.state) for row in recipients)
+        shown = "\n\n".join(
+            f"{LANGUAGE_LABELS[lang]} ({by_language.get(lang, 0)}): {variant}"
+            for lang, variant in variants.items()
+        )
+        untranslated = [
+            f"{n} in {LANGUAGE_LABELS[lang]}"
+            for lang, n in sorted(by_language.items())
+            if lang not in variants
+        ]
+        if untranslated:
+            shown += "\n\nNo text given for " + ", ".join(untranslated) + ": they get the English."
         reply = Reply(
             f"**Dry run: broadcast #{broadcast_id}** would reach {count} customer{plural} who "
             f"opted in (about {seconds:.0f} s at {self.config.broadcast_per_second:g} "
-            f"messages a second). Nothing was sent.\n\n{text}\n\n"
+            f"messages a second). Nothing was sent.\n\n{shown}\n\n"
             f"To send it: {prefix}broadcast send {broadcast_id}",
             choices=(Choice(f"Send to {count}", f"{prefix}broadcast send {broadcast_id}"),)
             if count
@@ -496,8 +548,9 @@ class AdminService:
                     f"Broadcast #{broadcast_id} was already sent ({found.status})."
                 )
             text = (await session.get(Broadcast, broadcast_id)).text  # type: ignore[union-attr]
+            variants = broadcast_variants(text)
             recipients = [
-                (row.id, row.channel, row.external_id)
+                (row.channel, row.external_id, variants.get(self._language(row.state)))
                 for row in (await session.execute(self._recipients_query())).all()
             ]
             await session.execute(
@@ -508,8 +561,10 @@ class AdminService:
         # Each delivery is an outbox item first: a restart mid-broadcast sends the rest, once.
         items = await self.outbox.store.add_broadcast_items(
             broadcast_id,
-            [(channel, external_id) for _, channel, external_id in recipients],
-            Reply(text).payload(),
+            [
+                (channel, external_id, Reply(variant or variants["en"]).payload())
+                for channel, external_id, variant in recipients
+            ],
             self.clock(),
         )
         task = asyncio.create_task(
@@ -574,3 +629,30 @@ def summary_of_ingest(added: int, unchanged: int, removed: int) -> str:
     return (
         f"Knowledge base reloaded: {added} chunks added, {unchanged} unchanged, {removed} removed."
     )
+
+
+LANGUAGE_LABELS = {"en": "English", "hi": "Hindi", "hinglish": "Hinglish"}
+_VARIANT = re.compile(r"\[(en|hi|hinglish)\]", re.IGNORECASE)
+
+
+def broadcast_variants(text: str) -> dict[str, str]:
+    """``New rates! [hi] नई दरें! [hinglish] Nayi rates!`` -> the text per language. The text
+    before any marker is the English, which every customer without their own text gets, so it
+    is required."""
+    parts = _VARIANT.split(text)
+    variants: dict[str, str] = {}
+    if parts[0].strip():
+        variants["en"] = parts[0].strip()
+    for marker, body in zip(parts[1::2], parts[2::2], strict=True):
+        lang = marker.lower()
+        if lang in variants:
+            raise AdminInputError(f"The broadcast gives [{lang}] twice.")
+        if not body.strip():
+            raise AdminInputError(f"The [{lang}] text of the broadcast is empty.")
+        variants[lang] = body.strip()
+    if "en" not in variants:
+        raise AdminInputError(
+            "A broadcast needs its English text first (or after [en]): customers without a "
+            "text in their language get it."
+        )
+    return variants

@@ -815,11 +815,11 @@ def add_outbound(
 def add_broadcast_items(
     conn: Connection,
     broadcast_id: int,
-    recipients: Sequence[tuple[str, str]],
-    payload: dict[str, Any],
+    recipients: Sequence[tuple[str, str, dict[str, Any]]],
     now: datetime,
 ) -> list[int]:
-    """One pending outbox item per recipient (channel, chat key) of a broadcast."""
+    """One pending outbox item per recipient (channel, chat key, the reply in their language)
+    of a broadcast."""
     q = _Statements(conn)
     return [
         _insert_outbox(
@@ -834,7 +834,7 @@ def add_broadcast_items(
             sending=False,
             broadcast_id=broadcast_id,
         )
-        for channel, chat_key in recipients
+        for channel, chat_key, payload in recipients
     ]
 
 
@@ -1075,11 +1075,10 @@ class TurnStore:
     async def add_broadcast_items(
         self,
         broadcast_id: int,
-        recipients: Sequence[tuple[str, str]],
-        payload: dict[str, Any],
+        recipients: Sequence[tuple[str, str, dict[str, Any]]],
         now: datetime,
     ) -> list[int]:
-        return await self.db.run_core(add_broadcast_items, broadcast_id, recipients, payload, now)
+        return await self.db.run_core(add_broadcast_items, broadcast_id, recipients, now)
 
     async def claim_outbox(self, item_id: int, now: datetime) -> OutboxRow | None:
         return await self.db.run_core(claim_outbox, item_id, now)

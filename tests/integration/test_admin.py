@@ -18,6 +18,7 @@ from core.admin import AdminConfig, AdminService
 from core.agent.scripted import ScriptedAgent
 from core.catalogue import load_catalogue
 from core.conversation import ConversationService
+from core.i18n import tr
 from core.messages import Inbound, utcnow
 from core.store.database import Database
 from core.store.models import Conversation, Lead, Message, User
@@ -317,6 +318,65 @@ async def test_broadcast_is_confirmed_once_and_paced(
             ("broadcast_done", "ok"),
         ]
         assert await desk.audit(f"slack:{SLACK_ADMIN}") == [("broadcast", "failed")]
+
+
+async def test_broadcast_reaches_each_customer_in_their_language(
+    tmp_path: Path, telegram_api: TelegramServer, slack_api: SlackStandIn
+) -> None:
+    async with running_desk(tmp_path, telegram_api, slack_api) as desk:
+        admin = desk.runtime.admin
+        assert admin is not None
+
+        async def sleep(seconds: float) -> None:
+            return None
+
+        admin.sleep = sleep
+        hindi, hinglish, english = 5101, 5102, 5103
+        await desk.customer(hindi, "नमस्ते, मुझे होम लोन चाहिए")
+        await desk.customer(hinglish, "mujhe ghar ke liye loan chahiye")
+        await desk.customer(english, "I need a home loan please")
+        for chat in (hindi, hinglish, english):
+            await desk.customer(chat, "/subscribe")
+        # A customer who tries an admin command is refused in their own language.
+        await desk.customer(hindi, "/broadcast नमस्ते")
+        assert desk.telegram_texts(hindi)[-1] == tr(
+            "hi",
+            "Sorry, that command is only for Esoteric admins. If you need help with a loan, "
+            "just ask me.",
+        )
+
+        # Without its English text a broadcast is refused: someone would get nothing.
+        await desk.customer(TELEGRAM_ADMIN, "/broadcast [hi] सोमवार से नई दरें!", name="Admin")
+        assert "needs its English text" in desk.telegram_texts(TELEGRAM_ADMIN)[-1]
+
+        # English and Hindi only: the dry run says who gets the English instead.
+        await desk.customer(
+            TELEGRAM_ADMIN, "/broadcast New rates from Monday! [hi] सोमवार से नई दरें!", name="Admin"
+        )
+        dry_run = desk.telegram_texts(TELEGRAM_ADMIN)[-1]
+        assert "English (1): New rates from Monday!" in dry_run
+        assert "Hindi (1): सोमवार से नई दरें!" in dry_run
+        assert "No text given for 1 in Hinglish: they get the English." in dry_run
+        await desk.customer(TELEGRAM_ADMIN, "/broadcast send 1", name="Admin")
+        await admin.idle()
+        assert desk.telegram_texts(hindi)[-1] == "सोमवार से नई दरें!"
+        assert desk.telegram_texts(hinglish)[-1] == "New rates from Monday!"
+        assert desk.telegram_texts(english)[-1] == "New rates from Monday!"
+
+        await desk.customer(
+            TELEGRAM_ADMIN,
+            "/broadcast Branch closed Friday. [hinglish] Friday ko branch band hai. "
+            "[hi] शुक्रवार को शाखा बंद है।",
+            name="Admin",
+        )
+        assert "No text given" not in desk.telegram_texts(TELEGRAM_ADMIN)[-1]
+        await desk.customer(TELEGRAM_ADMIN, "/broadcast send 2", name="Admin")
+        await admin.idle()
+        assert desk.telegram_texts(hindi)[-1] == "शुक्रवार को शाखा बंद है।"
+        assert desk.telegram_texts(hinglish)[-1] == "Friday ko branch band hai."
+        assert desk.telegram_texts(english)[-1] == "Branch closed Friday."
+        row = (await desk.rows("SELECT status, recipients, sent FROM broadcasts WHERE id = 2"))[0]
+        assert tuple(row) == ("sent", 3, 3)
 
 
 async def test_a_banned_user_costs_nothing(
