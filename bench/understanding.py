@@ -57,7 +57,7 @@ SLOTS = ("product", "amount", "tenure", "income")
 TARGET_OVERALL, TARGET_KIND = 0.97, 0.93
 _LEAD_STAGES = ("offer", "consent", "name", "phone", "done")
 # A reply asking the customer to say yes or no to something.
-_YES_NO = re.compile(r"\(yes/no\)|\byes or no\b|\bhaan\b|\bहाँ\b", re.IGNORECASE)
+_YES_NO = re.compile(r"\(yes/no\)|\byes or no\b|\bhaan\b|हाँ/नहीं", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

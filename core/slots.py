@@ -48,9 +48,25 @@ _EMI_WORDS = re.compile(
 )
 _CORRECTION = re.compile(
     r"^\s*(?:no|nahi|nahin|nope)\b|\b(?:make it|change (?:it|that)|instead|actually|i meant"
-    r"|sorry|rather|correction|not\s+\S+\s+but)\b",
+    r"|sorry|rather|correction|not\s+\S+\s+but|typo|oops|galti|galat|matlab)\b|गलती|मतलब",
     re.IGNORECASE,
 )
+# Words that make money near them the loan itself, or the price of what it buys (not the loan).
+_LOAN_CUE = re.compile(
+    r"\b(?:loan|lone|borrow\w*|need|want|chahiye|chahie|chaiye|lena|amount)\b|लोन|चाहिए|ऋण",
+    re.IGNORECASE,
+)
+_PRICE_CUE = re.compile(
+    r"\b(?:price[ds]?|cost\w*|worth|value[ds]?|valued|kimat|keemat|daam|property|flat is|house is"
+    r"|ghar \w+ ka hai|ka hai|ki hai)\b|कीमत|दाम|का है|की है",
+    re.IGNORECASE,
+)
+# Money words that can only describe the figure right before them ("45000 monthly").
+_PER_MONTH = re.compile(
+    r"^(?:monthly|pm|per|a|every|har|month|mahina|mahine|maheena|महीना|महीने)$", re.IGNORECASE
+)
+# A monthly income this large is more likely a loan amount typed in the wrong place: confirmed.
+UNLIKELY_MONTHLY_INCOME = Decimal(1_000_000)
 _WORD = re.compile(r"[\u0900-\u097F]+|[^\W_]+|/month", re.IGNORECASE)
 _WINDOW_BEFORE, _WINDOW_AFTER = 4, 3
 
@@ -63,6 +79,9 @@ class Slots:
     tenure_months: int | None = None
     income: Decimal | None = None  # monthly
     correction: bool = False
+    # The slot whose value was a guess (two loan amounts, an income in crores): the agent asks
+    # the customer to confirm it.
+    unsure: str | None = None
 
     @property
     def any(self) -> bool:
@@ -83,11 +102,19 @@ def _window(text: str, start: int, end: int) -> tuple[str, str]:
         last_digit = max(i for i, w in enumerate(before) if w[0].isdigit())
         before = before[last_digit + 1 :]
     trimmed: list[str] = []
-    for word in after[:_WINDOW_AFTER]:
+    for word in after[: _WINDOW_AFTER + 1]:
         if word[0].isdigit():
+            # Words between two figures introduce the next one ("4.5 lakh, my salary is 40k"),
+            # except per-month words right after this one ("45000 monthly 20 years").
+            leading = []
+            for kept in trimmed:
+                if not _PER_MONTH.match(kept):
+                    break
+                leading.append(kept)
+            trimmed = leading
             break
         trimmed.append(word)
-    return " ".join(before), " ".join(trimmed)
+    return " ".join(before), " ".join(trimmed[:_WINDOW_AFTER])
 
 
 def _clause(text: str, start: int, end: int) -> str:
@@ -111,9 +138,10 @@ def extract_slots(text: str, expected: str | None = None) -> Slots:
     normal = normalise_numbers(text).replace("₹", " ").replace("/-", " ")
     normal = re.sub(r"\b(?:rs|inr|rupees?)\.?", " ", normal, flags=re.IGNORECASE)
     correction = bool(_CORRECTION.search(normal))
-    amount: Decimal | None = None
+    amounts: list[tuple[Decimal, str]] = []  # candidates for the loan amount, with their words
     tenure: int | None = None
     income: Decimal | None = None
+    unsure: str | None = None
     for match in _MENTION.finditer(normal):
         try:
             value = Decimal(match.group(1).replace(",", ""))
@@ -162,6 +190,26 @@ def extract_slots(text: str, expected: str | None = None) -> Slots:
             continue  # existing EMIs are read separately
         if expected == "income" and not correction and income is None:
             income = _whole(value)
-        elif amount is None:
-            amount = _whole(value)
-    return Slots(amount=amount, tenure_months=tenure, income=income, correction=correction)
+            if income >= UNLIKELY_MONTHLY_INCOME:
+                unsure = "income"
+        else:
+            amounts.append((_whole(value), near))
+    amount, guessed = _loan_amount(amounts)
+    if guessed:
+        unsure = "amount"
+    return Slots(
+        amount=amount, tenure_months=tenure, income=income, correction=correction, unsure=unsure
+    )
+
+
+def _loan_amount(candidates: list[tuple[Decimal, str]]) -> tuple[Decimal | None, bool]:
+    """The loan amount among the money a message gives, and whether that is a guess. A price
+    ("the flat costs 90 lakh") is not the loan; money said with "loan" or "need" is."""
+    if not candidates:
+        return None, False
+    if len({value for value, _ in candidates}) == 1:
+        return candidates[0][0], False
+    kept = [c for c in candidates if not _PRICE_CUE.search(c[1])] or candidates
+    cued = [c for c in kept if _LOAN_CUE.search(c[1])]
+    chosen = cued or kept
+    return chosen[0][0], len({value for value, _ in chosen}) > 1

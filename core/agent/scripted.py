@@ -74,6 +74,9 @@ _EXISTING_EMI = re.compile(
 _NO_EXISTING = re.compile(r"\b(no (existing|other|current) (emi|loan)s?|no emis?)\b", re.IGNORECASE)
 _NAME = re.compile(r"^(?:my name is|i am|i'm|this is|name:?)\s*", re.IGNORECASE)
 
+# The state key of a slot the customer is asked to confirm.
+CONFIRM = "confirm"
+
 # Knowledge lookups are provided by the composition root when a knowledge base is available.
 KnowledgeLookup = Callable[[str], Awaitable[tuple[str, tuple[Citation, ...]] | None]]
 
@@ -192,6 +195,12 @@ class ScriptedAgent:
         stage = state.get("stage")
         text = ctx.text.strip()
         lang = self.follow_language(state, text)
+
+        confirming = state.pop(CONFIRM, None)
+        if confirming in (AMOUNT, INCOME) and state.get("product"):
+            confirmed = self._confirmed(state, text, confirming, lang)
+            if confirmed is not None:
+                return confirmed
 
         if stage in (OFFER, DONE) and state.get("product") and not _TOPIC.search(text):
             # A correction after the quote ("no, make it 25 lakh", "actually 15 years").
@@ -443,7 +452,42 @@ class ScriptedAgent:
                     state,
                 )
             state["amount"] = str(amount)
+        if slots.unsure in (AMOUNT, INCOME) and state.get(slots.unsure) is not None:
+            return self._ask_to_confirm(state, slots.unsure, lang)
         return self._next(state)
+
+    def _ask_to_confirm(self, state: dict[str, Any], slot: str, lang: str) -> AgentResult:
+        """What was understood was a guess (two loan amounts in one message, a monthly income
+        in crores): the customer says whether it is right before it is used."""
+        state.update({CONFIRM: slot, "stage": slot})
+        value = self.money(Decimal(state[slot]))
+        text = (
+            tr(lang, "Just to check: you'd like to borrow {amount}? (yes/no)", amount=value)
+            if slot == AMOUNT
+            else tr(lang, "Just to check: your monthly income is {income}? (yes/no)", income=value)
+        )
+        return AgentResult(
+            Reply(text, choices=(Choice(tr(lang, "Yes"), "yes"), Choice(tr(lang, "No"), "no"))),
+            state,
+        )
+
+    def _confirmed(
+        self, state: dict[str, Any], text: str, slot: str, lang: str
+    ) -> AgentResult | None:
+        """The answer to ``_ask_to_confirm``; ``None`` when the message is something else (a
+        corrected figure, a question), which is then read as usual with ``slot`` pending."""
+        if extract_slots(text).any:
+            return None
+        answer = parse_yes_no(text)
+        if answer is True:
+            return self._next(state)
+        if answer is False:
+            state.update({slot: None, "stage": slot})
+            product = self.catalogue.get(state["product"])
+            return AgentResult(
+                Reply(tr(lang, "Sorry about that. ") + self._ask(slot, product, lang)), state
+            )
+        return None
 
     def _ask(self, slot: str, product: Product, lang: str = "en") -> str:
         if slot == AMOUNT:
