@@ -95,7 +95,7 @@ async def main() -> int:
             wanted = {tuple(a) for a in item["answers"]}
             rank = next((i for i, h in enumerate(hits, 1) if (h.source, h.heading) in wanted), None)
             ranks.append(rank)
-            if args.show_misses and rank != 1:
+            if args.show_misses and (rank != 1 or best[-1] < args.floor):
                 top = f"{hits[0].source} > {hits[0].heading} ({hits[0].score:.2f})" if hits else "-"
                 print(f"rank {rank}: {item['q']!r} -> top {top}")
         off = [
