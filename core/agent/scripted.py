@@ -55,7 +55,8 @@ _HUMAN = re.compile(
 )
 _QUESTION = re.compile(
     r"\?|\b(what|which|how|why|when|where|can i|do i|is there|are there|documents?|fees?|charges?|"
-    r"prepay|foreclos|eligib|interest rate|kya|kaise|kitna)\b",
+    r"prepay|foreclos|eligib|interest rate|kya|kaise|kitna|kitni|kitne|kaun|kab|kyun|kahan|byaj"
+    r"|byaaj)\b|क्या|कैसे|कितना|कितनी|कितने|कौन|कब|क्यों|कहाँ|कहां",
     re.IGNORECASE,
 )
 # Questions about the product itself ("what documents do I need?"), answered from the knowledge
@@ -63,7 +64,7 @@ _QUESTION = re.compile(
 _TOPIC = re.compile(
     r"\b(documents?|docs|papers?|kagaz|fees?|charges?|prepay\w*|foreclos\w*|eligib\w*|"
     r"interest rate|rate of interest|processing|penalty|cibil|credit score|tax|collateral|"
-    r"guarantor|insurance)\b|दस्तावेज़|दस्तावेज|कागज",
+    r"guarantor|insurance|byaj|byaaj|kagaz|kagzat)\b|दस्तावेज़|दस्तावेज|कागज|ब्याज|फीस|शुल्क",
     re.IGNORECASE,
 )
 _INCOME_ONLY = re.compile(r"\b(?:income|salary|kamai|aay)\b|आय|सैलरी|कमाई", re.IGNORECASE)
@@ -791,7 +792,11 @@ class ScriptedAgent:
         except KnowledgeNotReady:
             return None  # still opening or ingesting: answered as without a knowledge base
         if answer is not None:
-            return answer
+            if lang == "en":
+                return answer
+            # The guide is in English; the note says so in the customer's language.
+            note = tr(lang, "Our guide says this (in English):")
+            return f"{note}\n{answer[0]}", answer[1]
         if _QUESTION.search(text) and not _GREETING.search(text):
             return (
                 tr(

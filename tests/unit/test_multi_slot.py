@@ -9,6 +9,7 @@ import pytest
 
 from core.agent.scripted import ScriptedAgent
 from core.catalogue import load_catalogue
+from core.i18n import tr
 from core.loan import emi
 from core.messages import Citation
 from core.money import format_money
@@ -148,3 +149,41 @@ async def test_a_question_about_the_emi_still_gives_its_slots() -> None:
         "What would be the EMI on a 20 lakh home loan for 10 years? My salary is 60k."
     )
     assert emi_text("home", 2_000_000, 120) in reply
+
+
+@pytest.mark.parametrize(
+    ("language", "messages", "note"),
+    [
+        (
+            "hi",
+            ["मुझे पर्सनल लोन चाहिए", "3 लाख", "3 साल", "कौन से दस्तावेज़ चाहिए"],
+            "हमारी गाइड में यह लिखा है (अंग्रेज़ी में):",
+        ),
+        (
+            "hinglish",
+            ["mujhe personal loan chahiye", "3 lakh", "3 saal", "kaun se documents lagenge"],
+            "Hamari guide mein yeh likha hai (English mein):",
+        ),
+    ],
+)
+async def test_a_hindi_or_hinglish_question_gets_the_english_passage_with_a_note(
+    language: str, messages: list[str], note: str
+) -> None:
+    asked: list[str] = []
+
+    async def lookup(text: str) -> tuple[str, tuple[Citation, ...]] | None:
+        asked.append(text)
+        citation = Citation(source="personal-loan.md", heading="Documents")
+        return "From personal-loan.md, Documents: PAN, Aadhaar and salary slips.", (citation,)
+
+    chat = Chat(ScriptedAgent(CATALOGUE, knowledge=lookup))
+    for text in messages[:-1]:
+        await chat.say(text)
+    reply = await chat.say(messages[-1])
+    assert reply.startswith(f"{note}\nFrom personal-loan.md, Documents: PAN, Aadhaar")
+    assert asked and asked[0] == messages[-1]
+    # Then the flow goes on where it was, in the customer's language.
+    assert chat.state["stage"] == "income" and chat.state["language"] == language
+    assert reply.endswith(
+        tr(language, "What is your net monthly income (take-home salary or business income)?")
+    )
