@@ -247,7 +247,8 @@ def build_llm_agent(
         catalogue,
         scripted,
         knowledge,
-        CircuitBreaker(
+        expand=QueryExpander.for_catalogue(catalogue).expand,
+        breaker=CircuitBreaker(
             BreakerConfig(settings.llm_breaker_failures, settings.llm_breaker_cooldown_seconds)
         ),
     )

@@ -194,6 +194,7 @@ class LLMAgent:
         knowledge: KnowledgeSearch | None = None,
         breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        expand: Callable[[str], str] | None = None,
     ) -> None:
         self.client = client
         self.config = config
@@ -202,6 +203,8 @@ class LLMAgent:
         self.knowledge = knowledge
         self.breaker = breaker or CircuitBreaker()
         self.clock = clock
+        # Query expansion (``QueryExpander``): English words for Hindi ones, product names.
+        self.expand = expand or (lambda text: text)
         # A marker only the system prompt contains: seeing it in a reply means a prompt leak.
         self.canary = f"esoteric-{secrets.token_hex(6)}"
         self._tools = ToolSession.definitions()
@@ -324,7 +327,8 @@ class LLMAgent:
         references = References()
         if self.knowledge is not None and needs_retrieval(ctx.text):
             try:
-                for hit in await self.knowledge.search(ctx.text, k=self.config.knowledge_k):
+                query = self.expand(ctx.text)
+                for hit in await self.knowledge.search(query, k=self.config.knowledge_k):
                     references.add(hit)
             except KnowledgeNotReady:
                 pass  # still opening or ingesting: the model answers without references

@@ -162,3 +162,16 @@ def test_script_check() -> None:
     assert in_script("आपकी EMI ₹23,265 होगी, PAN और KYC दस्तावेज़ चाहिए।", "hi")
     # Too short to tell: a figure or an "OK" passes in any language.
     assert in_script("OK, ₹25,00,000.", "hi")
+
+
+async def test_a_hindi_question_is_searched_with_its_english_words(
+    sqlite_database: Database, groq_server: g.GroqStandIn, make_agent: Any
+) -> None:
+    groq_server.script(g.text(HINDI_ANSWER))
+    svc = service(sqlite_database, make_agent(), RecordingPort())
+
+    await svc.handle(say("होम लोन के लिए कौन से दस्तावेज़ चाहिए?"))
+
+    # The question reached the knowledge base expanded, so the model got the right reference.
+    [request] = groq_server.requests
+    assert 'heading="Home Loan > Documents required"' in _system(request)
