@@ -550,10 +550,12 @@ _SLOT_WORDS = frozenset(
         "month mo m per a an for about around approx approximately only just my is it salary "
         "income yes yeah yep no nope ok okay sure fine haan han ha nahi nahin theek thik hai ji "
         "please thanks thank you hi hello hey namaste hii good morning evening afternoon saal "
-        "mahine mahina baras"
+        "mahine mahina baras hazaar hazar "
+        "लाख करोड़ करोड हज़ार हजार साल वर्ष महीने महीना रुपये मेरी मेरा सैलरी आय है हाँ हां जी नहीं ठीक "
+        "नमस्ते धन्यवाद शुक्रिया"
     ).split()
 )
-_NUMBER = re.compile(r"^[₹+]?[\d.,/-]+[a-z%]{0,3}$")
+_NUMBER = re.compile(r"^[₹+]?[\d\u0966-\u096F.,/-]+[a-z%]{0,3}$")
 
 
 def needs_retrieval(text: str) -> bool:

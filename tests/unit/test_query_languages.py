@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.catalogue import load_catalogue
-from core.knowledge.query import QueryExpander
+from core.knowledge.query import QueryExpander, needs_retrieval
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -167,3 +167,12 @@ def test_the_english_is_appended_twice_the_first_time_in_brackets(
     assert expand.expand("कल क्या") == "कल क्या (tomorrow) tomorrow"
     # Words the question already has are not appended again.
     assert "loan" not in added(expand, "personal loan ke liye kaun se kagaz chahiye")
+
+
+@pytest.mark.parametrize("text", ["हाँ", "25 लाख", "२५ लाख", "20 साल", "मेरी सैलरी 50 हज़ार है"])
+def test_hindi_slot_answers_need_no_retrieval(text: str) -> None:
+    assert not needs_retrieval(text)
+
+
+def test_a_hindi_question_needs_retrieval() -> None:
+    assert needs_retrieval("कौन से दस्तावेज़ चाहिए")
