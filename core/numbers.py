@@ -8,6 +8,7 @@ can re-ask instead of guessing.
 from __future__ import annotations
 
 import re
+import unicodedata
 from decimal import Decimal, InvalidOperation
 
 _UNITS = {
@@ -243,63 +244,166 @@ def parse_indian_mobile(text: str) -> str | None:
 _DEVANAGARI_DIGITS = str.maketrans("०१२३४५६७८९", "0123456789")
 # Number words that become digits when a unit or scale follows them ("do lakh", "15 saal" is
 # already digits): "do", "das" and "saath" are ordinary words elsewhere.
-_NUMBER_WORDS: dict[str, Decimal] = {
-    **{w: Decimal(v) for w, v in _UNITS.items() if w not in ("a", "an", "half", "zero")},
-    **{
+# Hindi has a word for every number to a hundred; each is listed in Devanagari and in the
+# common romanised spellings. Lookups go through ``_fold`` so that spelling variants (nukta,
+# chandrabindu, long or short vowels, doubled letters, v/w) need no entry of their own.
+_HINDI_NUMBERS = {
+    1: "ek एक",
+    2: "do doh दो",
+    3: "teen tin तीन",
+    4: "char chaar चार",
+    5: "paanch panch paach पांच पाँच",
+    6: "chhe chhah chah chheh chhai छह छः छे छै",
+    7: "saat सात",
+    8: "aath आठ",
+    9: "nau नौ",
+    10: "das dus दस",
+    11: "gyarah gyara igyarah ग्यारह",
+    12: "barah bara बारह",
+    13: "terah तेरह",
+    14: "chaudah chauda chodah चौदह",
+    15: "pandrah pandra pandhra पंद्रह पन्द्रह",
+    16: "solah sola सोलह",
+    17: "satrah satra सत्रह",
+    18: "atharah athara attharah अठारह",
+    19: "unnis unis unees उन्नीस",
+    20: "bees bis बीस",
+    21: "ikkis ekkis इक्कीस",
+    22: "bais baees बाईस",
+    23: "teis teyis तेईस",
+    24: "chaubis chobis चौबीस",
+    25: "pachis pachchis pachhis पच्चीस पचीस",
+    26: "chhabbis chabbis छब्बीस",
+    27: "sattais sataees सत्ताईस",
+    28: "atthais athais अट्ठाईस अठ्ठाईस अठाईस",
+    29: "untis unatis उनतीस",
+    30: "tees tis तीस",
+    31: "ikattis iktis इकतीस इकत्तीस",
+    32: "battis बत्तीस",
+    33: "taintis tetis tentis तैंतीस तेंतीस",
+    34: "chautis chauntis chontis चौंतीस",
+    35: "paintis pentis पैंतीस",
+    36: "chhattis chattis छत्तीस",
+    37: "saintis sentis सैंतीस",
+    38: "adtis artis adhtis अड़तीस",
+    39: "untalis unchalis उनतालीस",
+    40: "chalis चालीस",
+    41: "iktalis इकतालीस",
+    42: "bayalis byalis biyalis बयालीस बियालीस",
+    43: "taintalis tetalis तैंतालीस तेंतालीस",
+    44: "chawalis chauvalis chaualis चवालीस चौवालीस",
+    45: "paintalis pentalis पैंतालीस",
+    46: "chhiyalis chiyalis छियालीस",
+    47: "saintalis sentalis सैंतालीस",
+    48: "adtalis artalis अड़तालीस",
+    49: "unchas unanchas उनचास",
+    50: "pachas पचास",
+    51: "ikyavan ekyavan इक्यावन",
+    52: "bavan बावन",
+    53: "tirepan tirpan तिरेपन तिरपन",
+    54: "chauvan chavvan चौवन चव्वन",
+    55: "pachpan पचपन",
+    56: "chhappan chappan छप्पन",
+    57: "sattavan सत्तावन",
+    58: "atthavan athavan अट्ठावन अठावन",
+    59: "unsath उनसठ",
+    60: "saath साठ",
+    61: "iksath इकसठ",
+    62: "basath बासठ",
+    63: "tiresath tirsath तिरेसठ तिरसठ",
+    64: "chausath chaunsath chonsath चौंसठ",
+    65: "painsath pensath paisath पैंसठ",
+    66: "chhiyasath chiyasath छियासठ",
+    67: "sadsath sarsath सड़सठ सरसठ",
+    68: "adsath arsath अड़सठ",
+    69: "unhattar उनहत्तर",
+    70: "sattar सत्तर",
+    71: "ikhattar इकहत्तर",
+    72: "bahattar बहत्तर",
+    73: "tihattar तिहत्तर",
+    74: "chauhattar चौहत्तर",
+    75: "pachattar pachhattar pachahattar पचहत्तर",
+    76: "chhihattar chihattar छिहत्तर",
+    77: "satattar sathattar satahattar सतहत्तर",
+    78: "athattar athhattar अठहत्तर",
+    79: "unasi unyasi उनासी उन्यासी",
+    80: "assi asi अस्सी",
+    81: "ikyasi इक्यासी",
+    82: "bayasi byasi बयासी",
+    83: "tirasi तिरासी",
+    84: "chaurasi चौरासी",
+    85: "pachasi पचासी",
+    86: "chhiyasi chiyasi छियासी",
+    87: "sattasi सत्तासी",
+    88: "atthasi athasi अट्ठासी",
+    89: "navasi नवासी",
+    90: "nabbe nabbey नब्बे",
+    91: "ikyanve ikyanave इक्यानवे",
+    92: "baanve banve बानवे",
+    93: "tiranve तिरानवे",
+    94: "chauranve चौरानवे",
+    95: "pachanve panchanve पचानवे पंचानवे",
+    96: "chhiyanve chiyanve छियानवे",
+    97: "sattanve सत्तानवे",
+    98: "atthanve athanve अट्ठानवे",
+    99: "ninyanve ninanve निन्यानवे",
+}
+_DEVANAGARI_FOLD = str.maketrans(
+    {"\u093c": None, "\u094d": None, "\u0901": None, "\u0902": None, "ी": "ि", "ई": "इ"}
+    | {"ू": "ु", "ऊ": "उ", "ः": None}
+)
+
+
+def _fold(word: str) -> str:
+    """One spelling for the variants of a number word: "paanch"/"panch", "पाँच"/"पांच"."""
+    word = unicodedata.normalize("NFD", word.lower()).translate(_DEVANAGARI_FOLD)
+    word = word.replace("ee", "i").replace("w", "v")
+    return re.sub(r"([a-z])\1", r"\1", word)
+
+
+def _folded(table: dict[str, Decimal]) -> dict[str, Decimal]:
+    folded: dict[str, Decimal] = {}
+    for word, value in table.items():
+        key = _fold(word)
+        if folded.setdefault(key, value) != value:
+            raise ValueError(f"number words {word!r} and another fold alike")
+    return folded
+
+
+# Number words that become digits when a unit or scale follows them ("do lakh", "15 saal" is
+# already digits): "do", "das" and "saath" are ordinary words elsewhere.
+_NUMBER_WORDS: dict[str, Decimal] = _folded(
+    {
+        **{w: Decimal(v) for w, v in _UNITS.items() if w not in ("a", "an", "half", "zero")},
+        **{w: Decimal(v) for v, words in _HINDI_NUMBERS.items() for w in words.split()},
+    }
+)
+_MULTIPLIERS = _folded({"hundred": Decimal(100), "sau": Decimal(100), "सौ": Decimal(100)})
+# Words that are a number on their own: one and a half, two and a half.
+_WHOLE_FRACTIONS = _folded(
+    {
+        w: Decimal(v)
+        for v, words in {"1.5": "dedh derh dedhh डेढ़", "2.5": "dhai adhai ढाई"}.items()
+        for w in words.split()
+    }
+)
+# Words that adjust the number after them (a number word or digits): sava do = 2.25,
+# saade teen = 3.5, saadhe 6 = 6.5, paune do = 1.75.
+_ADJUSTERS = _folded(
+    {
         w: Decimal(v)
         for v, words in {
-            1: "ek एक",
-            2: "do doh दो",
-            3: "teen tin तीन",
-            4: "char chaar चार",
-            5: "paanch panch paach पांच पाँच",
-            6: "chhe chhah chah chheh छह छः छे",
-            7: "saat सात",
-            8: "aath आठ",
-            9: "nau नौ",
-            10: "das dus दस",
-            11: "gyarah gyaarah ग्यारह",
-            12: "barah baarah बारह",
-            13: "terah तेरह",
-            14: "chaudah चौदह",
-            15: "pandrah pandra पंद्रह पन्द्रह",
-            16: "solah सोलह",
-            17: "satrah सत्रह",
-            18: "atharah athara अठारह",
-            19: "unnis उन्नीस",
-            20: "bees bis बीस",
-            25: "pachis pachees पच्चीस",
-            30: "tees tis तीस",
-            35: "paintis पैंतीस",
-            40: "chalis chaalis chalees chaalees चालीस",
-            45: "paintalis पैंतालीस",
-            50: "pachas pachaas पचास",
-            60: "saath साठ",
-            70: "sattar सत्तर",
-            75: "pachattar पचहत्तर",
-            80: "assi अस्सी",
-            90: "nabbe नब्बे",
+            "0.25": "sava सवा",
+            "0.5": "saade saadhe saadey saadhey साढ़े",
+            "-0.25": "paune pone पौने",
         }.items()
         for w in words.split()
-    },
-}
-_MULTIPLIERS = {"hundred": Decimal(100), "sau": Decimal(100), "सौ": Decimal(100)}
-# Words that are a number on their own: one and a half, two and a half.
-_WHOLE_FRACTIONS = {
-    w: Decimal(v)
-    for v, words in {"1.5": "dedh derh dedhh डेढ़ डेढ", "2.5": "dhai dhaai adhai ढाई"}.items()
-    for w in words.split()
-}
-# Words that adjust the number after them: sava do = 2.25, saade teen = 3.5.
-_ADJUSTERS = {
-    w: Decimal(v)
-    for v, words in {"0.25": "sava sawa savaa सवा", "0.5": "saade sade saadhe साढ़े साढे"}.items()
-    for w in words.split()
-}
+    }
+)
 _MONEY_UNITS = {
-    "lakh": "lakh lakhs lac lacs लाख",
+    "lakh": "lakh lakhs lac lacs lak laks lakhs laakh laakhs lkh lkhs लाख लाखों",
     "crore": "crore crores cr karod karor करोड़ करोड",
-    "thousand": "thousand hazaar hazar hajar hajaar हज़ार हजार",
+    "thousand": "thousand thousands hazaar hazar hajar hajaar hazzar हज़ार हजार",
 }
 _DURATION_UNITS = {
     # Typos too: "20 yeras", "18 mnths".
@@ -314,12 +418,48 @@ _UNIT_CANONICAL = {
     for canonical, words in table.items()
     for w in words.split()
 }
+# A word written against a figure, "60000salary": apart, so the figure is not cut short.
+_GLUED_WORD = re.compile(r"(?<=\d)(?=[a-z]{3,}(?![a-z]))", re.IGNORECASE)
 _TOKEN = re.compile(r"[\u0900-\u097F]+|[^\W\d_]+|\d+(?:[.,]\d+)*", re.IGNORECASE)
+
+
+# Misspelt duration units are read by edit distance ("15 yeasr", "12 montsh"), except real words
+# that sit one edit away from a unit.
+_FUZZY_UNITS = ("year", "years", "month", "months", "thousand")
+_NOT_UNIT_TYPOS = frozenset(
+    (  # noqa: SIM905 - a sentence of words reads better than a column of them
+        "yes yeah yeas yet yea yearn yearns yearly yeast monty mouth mouths moth moths mother "
+        "monthly mont mona monk monks"
+    ).split()
+)
+
+
+def _unit_typo(word: str) -> str | None:
+    """ "years", "months" or "thousand" for a misspelling one edit (or swap) away, else None."""
+    lowered = word.lower()
+    if len(lowered) < 4 or not lowered.isascii() or lowered in _NOT_UNIT_TYPOS:
+        return None
+    from rapidfuzz.distance import OSA
+
+    for unit in _FUZZY_UNITS:
+        if lowered[0] == unit[0] and OSA.distance(lowered, unit, score_cutoff=1) <= 1:
+            return unit if unit.endswith(("s", "d")) else unit + "s"
+    return None
+
+
+def _canonical_unit(word: str) -> str | None:
+    lowered = word.lower()
+    return _UNIT_CANONICAL.get(lowered) or _unit_typo(lowered)
 
 
 def _is_unit(token: str) -> bool:
     lowered = token.lower()
-    return lowered in _UNIT_CANONICAL or lowered in SCALES or lowered in _MULTIPLIERS
+    return (
+        lowered in _UNIT_CANONICAL
+        or lowered in SCALES
+        or _fold(lowered) in _MULTIPLIERS
+        or _unit_typo(lowered) is not None
+    )
 
 
 def normalise_numbers(text: str) -> str:
@@ -329,7 +469,7 @@ def normalise_numbers(text: str) -> str:
     "sava do lakh" -> "2.25 lakh", "१५ साल" -> "15 years", "दो करोड़" -> "2 crore". A number word
     only becomes digits when a unit follows, so "do I need" stays as it is; a duration word only
     becomes "years"/"months" right after a number, so "har mahine" (every month) stays."""
-    text = text.translate(_DEVANAGARI_DIGITS)
+    text = _GLUED_WORD.sub(" ", text.translate(_DEVANAGARI_DIGITS))
     tokens = list(_TOKEN.finditer(text))
     out: list[str] = []
     last = 0
@@ -340,14 +480,17 @@ def normalise_numbers(text: str) -> str:
         words = [t.group().lower() for t in tokens[i:]]
         value: Decimal | None = None
         j = 0
-        if words[0] in _ADJUSTERS:
-            adjust = _ADJUSTERS[words[0]]
+        if _fold(words[0]) in _ADJUSTERS:
+            adjust = _ADJUSTERS[_fold(words[0])]
             j = 1
         total = Decimal(0)
         current = Decimal(0)
         seen = False
+        if adjust and j < len(words) and words[j].isdigit():
+            current, seen = Decimal(words[j]), True  # "saadhe 6 lakh"
+            j += 1
         while j < len(words):
-            word = words[j]
+            word = _fold(words[j])
             if word in _WHOLE_FRACTIONS and not seen:
                 current, seen = _WHOLE_FRACTIONS[word], True
             elif word in _NUMBER_WORDS:
@@ -363,7 +506,7 @@ def normalise_numbers(text: str) -> str:
             j += 1
         if seen:
             value = total + current
-        elif adjust and j < len(words) and words[j] in _UNIT_CANONICAL:
+        elif adjust and j < len(words) and _canonical_unit(words[j]):
             value = Decimal(1)  # "sava lakh": one and a quarter lakh
         end = start + j
         if value is not None and end < len(tokens) and _is_unit(words[j]):
@@ -376,10 +519,40 @@ def normalise_numbers(text: str) -> str:
         i = start + 1
     out.append(text[last:])
     text = "".join(out)
-    return _UNIT_AFTER_NUMBER.sub(
+    text = _UNIT_AFTER_NUMBER.sub(
         lambda m: m.group(1) + " " + _UNIT_CANONICAL[m.group(2).lower()], text
     )
+    text = _WORD_AFTER_NUMBER.sub(_fix_unit_typo, text)
+    return _COMPOUND.sub(_join_compound, text)
 
 
 _UNIT_WORDS = "|".join(sorted((re.escape(w) for w in _UNIT_CANONICAL), key=len, reverse=True))
 _UNIT_AFTER_NUMBER = re.compile(rf"(\d)\s*({_UNIT_WORDS})(?![\w\u0900-\u097F])", re.IGNORECASE)
+_WORD_AFTER_NUMBER = re.compile(r"(\d)\s*([a-z]{4,})\b", re.IGNORECASE)
+
+
+def _fix_unit_typo(match: re.Match[str]) -> str:
+    unit = _unit_typo(match.group(2))
+    return match.group(1) + " " + unit if unit else match.group()
+
+
+# "1 lakh 20 thousand", "2 crore 50 lakh": one amount said in two parts, read as "1.2 lakh".
+# Not when the second part is an income of its own: "loan 20 lakh 50 thousand salary".
+_COMPOUND_SCALES = {"crore": 10_000_000, "lakh": 100_000, "thousand": 1_000}
+_COMPOUND = re.compile(
+    r"(?<![\w.,])(\d+(?:\.\d+)?)\s*(crore|lakh)\s+(?:(?:and|aur)\s+)?"
+    r"(\d+)\s*(lakh|thousand)\b"
+    r"(?!\s*(?:salary|sallary|income|monthly|per|pm|a month|kamai|mahina|mahine|सैलरी|वेतन"
+    r"|तनख्वाह|आय|महीना|महीने))",
+    re.IGNORECASE,
+)
+
+
+def _join_compound(match: re.Match[str]) -> str:
+    big = _COMPOUND_SCALES[match.group(2).lower()]
+    small = _COMPOUND_SCALES[match.group(4).lower()]
+    part = Decimal(match.group(3)) * small
+    if small >= big or part >= big:
+        return match.group()
+    value = Decimal(match.group(1)) + part / big
+    return f"{format(value.normalize(), 'f')} {match.group(2)}"

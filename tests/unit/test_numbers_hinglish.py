@@ -134,3 +134,108 @@ def test_no_product_where_none_is_named(text: str) -> None:
 def test_an_everyday_word_answers_which_loan() -> None:
     assert MATCHER.match("home") is None
     assert MATCHER.match("home", expecting_product=True) == "home"
+
+
+# -- Held-out misses: unit typos, unit variants, fractions before digits, compounds, 1-99 -----
+
+
+@pytest.mark.parametrize(
+    ("text", "months"),
+    [
+        ("12 montsh", 12),
+        ("15 yeasr", 180),
+        ("five yeasr", 60),
+        ("7 yaer", 84),
+        ("84 mnoths", 84),
+        ("das yeasr", 120),
+    ],
+)
+def test_misspelt_duration_units(text: str, months: int) -> None:
+    assert parse_tenure_months(text) == months
+
+
+@pytest.mark.parametrize("text", ["5 yes", "2 yeah", "3 mouths", "50000 monthly"])
+def test_real_words_next_to_a_number_are_not_units(text: str) -> None:
+    assert parse_tenure_months(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "rupees"),
+    [
+        ("10 lak", 1_000_000),
+        ("10 laakh", 1_000_000),
+        ("10 lkhs", 1_000_000),
+        ("50 thousnd", 50_000),
+        ("saadhe 6 lakh", 650_000),
+        ("sadhe 6 lakh", 650_000),
+        ("saade 6 lakh", 650_000),
+        ("sava 2 lakh", 225_000),
+        ("paune do lakh", 175_000),
+        ("पौने तीन लाख", 275_000),
+        ("1 lakh 20 hazaar", 120_000),
+        ("१ लाख २० हज़ार", 120_000),
+        ("ek lakh bees hazaar", 120_000),
+        ("2 crore 50 lakh", 25_000_000),
+        ("painsath hazaar", 65_000),
+        ("बत्तीस हज़ार", 32_000),
+        ("chhappan hazaar", 56_000),
+        ("अड़तीस हज़ार", 38_000),
+        ("अडतीस हजार", 38_000),
+        ("chaubees lakh", 2_400_000),
+        ("निन्यानवे हज़ार", 99_000),
+        ("60000salary", 60_000),
+    ],
+)
+def test_amount_forms_from_the_held_out_set(text: str, rupees: int) -> None:
+    assert parse_amount(text) == Decimal(rupees)
+
+
+def test_salary_in_a_compound_and_in_hindi_words() -> None:
+    assert parse_monthly_income("मेरी तनख्वाह १ लाख २० हज़ार है") == Decimal(120_000)
+    assert parse_monthly_income("सैलरी बत्तीस हज़ार") == Decimal(32_000)
+    assert parse_monthly_income("painsath hazaar mahina") == Decimal(65_000)
+
+
+def test_a_second_figure_with_an_income_word_is_not_a_compound() -> None:
+    slots = extract_slots("loan 20 lakh 50 thousand salary")
+    assert slots.amount == Decimal(2_000_000)
+    assert slots.income == Decimal(50_000)
+
+
+@pytest.mark.parametrize(
+    ("words", "value"),
+    [
+        ("ikkis ikkees इक्कीस", 21),
+        ("bais बाईस", 22),
+        ("teis तेईस", 23),
+        ("sattais सत्ताईस", 27),
+        ("untis उनतीस", 29),
+        ("battis battees बत्तीस", 32),
+        ("chhattis छत्तीस", 36),
+        ("bayalis बयालीस", 42),
+        ("unchas उनचास", 49),
+        ("bavan बावन", 52),
+        ("pachpan पचपन", 55),
+        ("unsath उनसठ", 59),
+        ("painsath पैंसठ पैसठ", 65),
+        ("unhattar उनहत्तर", 69),
+        ("bahattar बहत्तर", 72),
+        ("unasi उनासी", 79),
+        ("chaurasi चौरासी", 84),
+        ("nabbe नब्बे", 90),
+        ("pachanve पचानवे", 95),
+        ("ninyanve निन्यानवे", 99),
+    ],
+)
+def test_hindi_number_words_to_ninety_nine(words: str, value: int) -> None:
+    for word in words.split():
+        assert normalise_numbers(f"{word} hazaar") == f"{value} thousand", word
+
+
+def test_every_number_to_ninety_nine_has_a_devanagari_word() -> None:
+    from core.numbers import _HINDI_NUMBERS
+
+    assert sorted(_HINDI_NUMBERS) == list(range(1, 100))
+    for value, words in _HINDI_NUMBERS.items():
+        assert any("\u0900" <= w[0] <= "\u097f" for w in words.split()), value
+        assert any(w.isascii() for w in words.split()), value
