@@ -112,15 +112,20 @@ def load_catalogue(path: Path | None = None) -> Catalogue:
 # Names customers use beyond the catalogue's keywords: Devanagari and Hinglish spellings.
 _EXTRA_ALIASES: dict[str, tuple[str, ...]] = {
     "home": ("होम", "घर", "मकान", "फ्लैट", "हाउसिंग", "गृह", "makan", "gharr"),
-    "personal": ("पर्सनल", "व्यक्तिगत", "शादी", "मेडिकल", "इलाज", "niji", "ilaj"),
+    "personal": (
+        *("पर्सनल", "व्यक्तिगत", "शादी", "विवाह", "मेडिकल", "इलाज", "अस्पताल", "छुट्टी"),
+        *("छुट्टियों", "छुट्टियां", "छुट्टियाँ", "यात्रा", "घूमने", "ट्रिप", "हॉलिडे", "वेकेशन"),
+        *("niji", "ilaj", "ilaaj", "shadi", "vivah", "chhutti", "chutti", "chhuttiyon"),
+        *("ghumne", "yatra"),
+    ),
     "car": ("कार", "गाड़ी", "गाडी", "वाहन", "gadi", "gaddi", "gaari", "gari"),
     "business": (
-        *("बिज़नेस", "बिजनेस", "व्यापार", "व्यवसाय", "दुकान", "dhandha", "vyapar", "karobar"),
+        *("बिज़नेस", "बिजनेस", "व्यापार", "व्यवसाय", "कारोबार", "दुकान", "dhandha", "vyapar", "karobar"),
         "dukan",
     ),
     "education": (
         *("एजुकेशन", "शिक्षा", "पढ़ाई", "पढाई", "कॉलेज", "कालेज", "विदेश", "यूनिवर्सिटी"),
-        *("padhaai", "padhayi"),
+        *("padhaai", "padhayi", "मास्टर्स", "एमबीए", "masters", "master's"),
     ),
 }
 # Keywords that are everyday words too ("I'm at home"): they name a product only in a
@@ -128,7 +133,8 @@ _EXTRA_ALIASES: dict[str, tuple[str, ...]] = {
 _AMBIGUOUS = frozenset(
     (  # noqa: SIM905 - a sentence of words reads better than a column of them
         "home house flat apartment property car auto travel holiday vacation medical shop course "
-        "student abroad college university study studies घर मकान कार"
+        "student abroad college university study studies trip tour hospital treatment surgery "
+        "masters master's chhutti chutti ghumne yatra घर मकान कार छुट्टी घूमने यात्रा"
     ).split()
 )
 _LOAN_CONTEXT = re.compile(
@@ -136,10 +142,17 @@ _LOAN_CONTEXT = re.compile(
     r"|chaiye|need|want|looking|apply\w*|liye|lakh|crore|fund\w*)\b|लोन|ऋण|चाहिए|खरीद|लिए|लाख",
     re.IGNORECASE,
 )
-_NOT_A_PRODUCT = re.compile(r"\b(?:at|from|to|in) home\b|\bwork from\b", re.IGNORECASE)
+_NOT_A_PRODUCT = re.compile(
+    r"\b(?:at|from|to|in|take|takes) ?-?home\b|\bwork from\b", re.IGNORECASE
+)
 _LATIN_WORD = re.compile(r"[a-z]+")
 _LOAN_TYPO = re.compile(r"^(?:lo+a?n[se]?|lone|laon|lon)$")
 _EDGE = r"[\w\u0900-\u097F]"
+# A product word written together with "loan": "homeloan", "carloan", "personalloan".
+_GLUED_LOAN = re.compile(r"\b([a-z]{3,}?)(lo+a?ns?|laon|lone)\b")
+# A product word right before "loan" names the product; other keywords only hint at one
+# ("ghar ki marammat ke liye personal loan" is a personal loan).
+_LOAN_AFTER = re.compile(r"\s*-?\s*(?:lo+a?n|lone|laon|lon|लोन|ऋण)(?![a-z])")
 
 
 class ProductMatcher:
@@ -166,35 +179,62 @@ class ProductMatcher:
     def match(self, text: str, expecting_product: bool = False) -> str | None:
         """The product id ``text`` names, or ``None``. ``expecting_product``: the bot has just
         asked which loan, so a bare everyday word ("home") is an answer."""
-        lowered = text.lower()
+        lowered = _GLUED_LOAN.sub(self._unglue, text.lower())
         context = expecting_product or bool(_LOAN_CONTEXT.search(lowered))
         masked = _NOT_A_PRODUCT.sub(" ", lowered)
+        # A product word right before "loan" wins; otherwise the first keyword.
+        first: str | None = None
         for found in self._exact.finditer(masked):
             alias = found.group().lower()
-            if alias not in _AMBIGUOUS or context:
+            if alias in _AMBIGUOUS and not context:
+                continue
+            if _LOAN_AFTER.match(masked, found.end()):
                 return self._aliases[alias]
-        return self._fuzzy(masked, context)
+            first = first or self._aliases[alias]
+        # A misspelt product before "loan" ("persnal lon") still beats a loose keyword.
+        return self._fuzzy(masked, context, before_loan_only=first is not None) or first
 
-    def _fuzzy(self, lowered: str, context: bool) -> str | None:
+    def _unglue(self, match: re.Match[str]) -> str:
+        word = match.group(1)
+        if word in self._aliases or self._close_alias(word, before_loan=True):
+            return f"{word} {match.group(2)}"
+        return match.group()
+
+    def _close_alias(self, word: str, before_loan: bool) -> str | None:
+        """The alias ``word`` misspells, if any."""
         # Imported here: only a message naming no product exactly needs it.
         from rapidfuzz import fuzz, process
+        from rapidfuzz.distance import OSA
 
+        # "hom" before "lone" is a home loan; a lone short word needs to be nearly exact.
+        if before_loan or len(word) >= 5:
+            cutoff = 80 if before_loan else 88
+            best = process.extractOne(
+                word, self._fuzzy_choices, scorer=fuzz.ratio, score_cutoff=cutoff
+            )
+            if best is not None and abs(len(best[0]) - len(word)) <= 2:
+                return str(best[0])
+        # Two letters swapped ("hoem", "gahr", "cra loan"): one swap, same first letter.
+        if len(word) >= 4 or before_loan:
+            for alias in self._fuzzy_choices:
+                if (
+                    alias[0] == word[0]
+                    and sorted(alias) == sorted(word)
+                    and OSA.distance(word, alias, score_cutoff=1) <= 1
+                ):
+                    return alias
+        return None
+
+    def _fuzzy(self, lowered: str, context: bool, before_loan_only: bool = False) -> str | None:
         words = _LATIN_WORD.findall(lowered)
         for i, word in enumerate(words):
             if len(word) < 3 or word in self._aliases:
                 continue
             before_loan = i + 1 < len(words) and bool(_LOAN_TYPO.match(words[i + 1]))
-            # "hom" before "lone" is a home loan; a lone short word needs to be nearly exact.
-            cutoff = 80 if before_loan else 88
-            if not before_loan and len(word) < 5:
+            if before_loan_only and not before_loan:
                 continue
-            best = process.extractOne(
-                word, self._fuzzy_choices, scorer=fuzz.ratio, score_cutoff=cutoff
-            )
-            if best is None:
-                continue
-            alias = best[0]
-            if abs(len(alias) - len(word)) > 2:
+            alias = self._close_alias(word, before_loan)
+            if alias is None:
                 continue
             if alias in _AMBIGUOUS and not (context or before_loan):
                 continue
