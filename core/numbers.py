@@ -425,20 +425,23 @@ _TOKEN = re.compile(r"[\u0900-\u097F]+|[^\W\d_]+|\d+(?:[.,]\d+)*", re.IGNORECASE
 
 # Misspelt duration units are read by edit distance ("15 yeasr", "12 montsh"), except real words
 # that sit one edit away from a unit.
-_FUZZY_UNITS = ("year", "years", "month", "months", "thousand")
+_FUZZY_UNITS = ("year", "years", "month", "months", "thousand", "lakh", "lakhs")
 _NOT_UNIT_TYPOS = frozenset(
     (  # noqa: SIM905 - a sentence of words reads better than a column of them
         "yes yeah yeas yet yea yearn yearns yearly yeast monty mouth mouths moth moths mother "
-        "monthly mont mona monk monks"
+        "monthly mont mona monk monks lake lakes lack lacks lace lash lath"
     ).split()
 )
 
 
 def _unit_typo(word: str) -> str | None:
-    """ "years", "months" or "thousand" for a misspelling one edit (or swap) away, else None."""
+    """ "years", "months", "thousand" or "lakhs" for a misspelling one edit (or swap) away, else
+    None."""
     lowered = word.lower()
     if len(lowered) < 4 or not lowered.isascii() or lowered in _NOT_UNIT_TYPOS:
         return None
+    if lowered in SCALES:
+        return None  # spelt right: the scales are read as they are
     from rapidfuzz.distance import OSA
 
     for unit in _FUZZY_UNITS:

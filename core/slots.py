@@ -32,7 +32,8 @@ _CLAUSE_END = re.compile(
     r"[;!?\n]|,(?!\d)|\.(?!\d)|\b(?:and|but|aur|par|also)\b|और|लेकिन", re.IGNORECASE
 )
 _INCOME_WORDS = re.compile(
-    r"\b(?:salary|salaried|sallary|salry|income|incom|earn\w*|kamai|kamaai|kama(?:ta|ti|te)"
+    r"\b(?:salary|salaried|sallary|salry|slary|salery|sallery|salari|income|incom|earn\w*|kamai"
+    r"|kamaai|kama(?:ta|ti|te)"
     r"|tankhwah|tankha|pagaar|ctc|take[- ]?home|in[- ]?hand|net pay|monthly|per month"
     r"|a month|every month|pm|p\.m|/month|mahina|mahine|maheena|har mahine|per annum|a year"
     r"|per year|yearly|annual\w*|p\.a|lpa|salana|saalana)\b"

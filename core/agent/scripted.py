@@ -67,7 +67,16 @@ _TOPIC = re.compile(
     r"guarantor|insurance|byaj|byaaj|kagaz|kagzat)\b|दस्तावेज़|दस्तावेज|कागज|ब्याज|फीस|शुल्क",
     re.IGNORECASE,
 )
-_INCOME_ONLY = re.compile(r"\b(?:income|salary|kamai|aay)\b|आय|सैलरी|कमाई", re.IGNORECASE)
+_INCOME_ONLY = re.compile(r"\b(?:income|salary|kamai|aay)\b|आय|सैलरी|कमाई|आमदनी", re.IGNORECASE)
+# A message that asks something, not merely one that mentions a topic (fees, documents).
+_ASKS = re.compile(
+    r"\?|\b(?:what|which|how|why|when|where|can|could|do|does|is there|are there|tell|kya|kaise"
+    r"|kitna|kitni|kitne|kaun|kaunse|kab|kyun|kahan|batao|bataiye)\b"
+    r"|क्या|कैसे|कितना|कितनी|कितने|कौन|कब|क्यों|कहाँ|कहां|बताइए|बताओ",
+    re.IGNORECASE,
+)
+# A loan named as such (switching products in the middle of a quote needs one).
+_LOAN_WORD = re.compile(r"\b(?:lo+a?ns?|lone|laon|lon)\b|लोन|ऋण", re.IGNORECASE)
 _EXISTING_EMI = re.compile(
     r"(?:existing|current|other|already pay(?:ing)?)\s+(?:emis?|loans?)[^0-9₹]*([^,;]+)",
     re.IGNORECASE,
@@ -221,6 +230,15 @@ class ScriptedAgent:
         product = self.detect_product(text, expecting_product=stage in (None, NEED))
         if product is not None and stage == INCOME and _INCOME_ONLY.search(text):
             product = None  # "ghar ki income 1.2 lakh": the household's income, not a home loan
+        if (
+            product is not None
+            and state.get("product") not in (None, product.id)
+            and stage in (AMOUNT, TENURE, INCOME)
+            and not _LOAN_WORD.search(text)
+        ):
+            # In the middle of a quote only a named loan switches it ("make it a car loan"):
+            # "ghar ki repairing karni hai" says what a personal loan is for.
+            product = None
         if product is not None and product.id != state.get("product"):
             switched = state.get("product") is not None
             # Numbers given before the product ("50 lakh for 20 years") are kept.
@@ -367,7 +385,8 @@ class ScriptedAgent:
 
     async def _slot_turn(self, state: dict[str, Any], text: str, product: Product) -> AgentResult:
         stage = state["stage"]
-        if _QUESTION.search(text) and _TOPIC.search(text):
+        if _TOPIC.search(text) and (_ASKS.search(text) or not extract_slots(text).any):
+            # "what documents do I need?" is a question; "btech ki fees 8 lakh" is the amount.
             return await self._question_turn(state, text, product, stage)
         slots = extract_slots(text, expected=stage)
         # The pending slot may also come as a bare number ("20" for twenty years, "80000").

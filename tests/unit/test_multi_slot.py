@@ -187,3 +187,33 @@ async def test_a_hindi_or_hinglish_question_gets_the_english_passage_with_a_note
     assert reply.endswith(
         tr(language, "What is your net monthly income (take-home salary or business income)?")
     )
+
+
+@pytest.mark.parametrize(
+    ("messages", "state"),
+    [
+        # A topic word beside a figure is the answer, not a question about the topic.
+        (["education loan chahiye", "btech ki fees 8 lakh"], {"amount": "800000"}),
+        (["padhai ke liye loan", "fees ke liye 18 lakh lagenge"], {"amount": "1800000"}),
+        # What the loan is for does not switch it in the middle of a quote...
+        (
+            ["bhaiya personal loan milega kya", "ghar ki repairing karni hai", "2.5 lakh"],
+            {"product": "personal", "amount": "250000"},
+        ),
+        (
+            ["पढ़ाई के लिए लोन", "४० लाख", "१५ साल", "घर की आमदनी दो लाख महीना"],
+            {"product": "education", "income": "200000"},
+        ),
+        # ...but a loan named as such does.
+        (["I need a personal loan", "actually make it a car loan"], {"product": "car"}),
+        # Misspelt units and income words, shorthand for a home.
+        (["house loan chaiye", "40 lakhh", "20 yeras", "slary 1 lac"], {"income": "100000"}),
+        (["bangalore me 3bhk dekha hai", "95 lac ka loan chahiye"], {"product": "home"}),
+        (["ghr ke liye laon", "30 lkh"], {"product": "home", "amount": "3000000"}),
+    ],
+)
+async def test_what_customers_mean(messages: list[str], state: dict[str, str]) -> None:
+    chat = Chat()
+    for text in messages:
+        await chat.say(text)
+    assert {key: chat.state.get(key) for key in state} == state
