@@ -116,34 +116,73 @@ _EXTRA_ALIASES: dict[str, tuple[str, ...]] = {
         *("पर्सनल", "व्यक्तिगत", "शादी", "विवाह", "मेडिकल", "इलाज", "अस्पताल", "छुट्टी"),
         *("छुट्टियों", "छुट्टियां", "छुट्टियाँ", "यात्रा", "घूमने", "ट्रिप", "हॉलिडे", "वेकेशन"),
         *("niji", "ilaj", "ilaaj", "shadi", "vivah", "chhutti", "chutti", "chhuttiyon"),
-        *("ghumne", "yatra"),
+        *("ghumne", "yatra", "honeymoon", "हनीमून", "हॉस्पिटल", "हास्पिटल", "निजी"),
     ),
-    "car": ("कार", "गाड़ी", "गाडी", "वाहन", "gadi", "gaddi", "gaari", "gari"),
+    "car": (
+        *("कार", "गाड़ी", "गाडी", "वाहन", "gadi", "gaddi", "gaari", "gari", "second hand car"),
+        *("secondhand car", "used car", "pre owned car", "pre-owned car", "सेकंड हैंड कार"),
+    ),
     "business": (
         *("बिज़नेस", "बिजनेस", "व्यापार", "व्यवसाय", "कारोबार", "दुकान", "dhandha", "vyapar", "karobar"),
         "dukan",
     ),
     "education": (
         *("एजुकेशन", "शिक्षा", "पढ़ाई", "पढाई", "कॉलेज", "कालेज", "विदेश", "यूनिवर्सिटी"),
-        *("padhaai", "padhayi", "मास्टर्स", "एमबीए", "masters", "master's"),
+        *("padhaai", "padhayi", "मास्टर्स", "एमबीए", "masters", "master's", "admission"),
+        *("दाखिला", "दाख़िला", "dakhila", "daakhila", "इंजीनियरिंग", "engineering"),
+        *("मेडिकल कॉलेज", "medical college", "इंजीनियरिंग कॉलेज", "engineering college"),
     ),
 }
+# Words of wanting or taking, also misspelt ("chahye", "leni").
+_WANTS = r"cha+h?(?:i+y?e+|ye+|ie+)|le+n[aie]"
+# Cars customers name by make or model ("creta ke liye finance"): matched as written only, as a
+# typo of one is as likely an everyday word ("create", "city").
+_CAR_NAMES = frozenset(
+    (  # noqa: SIM905 - a sentence of words reads better than a column of them
+        "swift dzire baleno brezza ertiga wagonr alto celerio ciaz fronx xl6 ignis creta venue "
+        "verna i10 i20 aura alcazar tucson exter nexon punch tiago tigor harrier safari altroz "
+        "scorpio thar bolero xuv xuv300 xuv400 xuv500 xuv700 innova fortuner glanza hyryder "
+        "city amaze elevate seltos sonet carens kiger kwid triber hector astor virtus taigun "
+        "kushaq slavia maruti hyundai mahindra toyota renault skoda volkswagen"
+    ).split()
+) | {"wagon r", "honda city", "xuv 700", "xuv 300", "grand i10", "innova crysta"}
+# Models that are everyday words too ("a swift decision", "my city"): a car only when bought,
+# financed or wanted ("swift leni thi", "for a new city", "punch ke liye loan").
+_CAR_WORDS = frozenset(
+    (  # noqa: SIM905 - a sentence of words reads better than a column of them
+        "city swift venue punch safari alto thar aura amaze elevate hector astor exter"
+    ).split()
+)
+_CAR_BEFORE = re.compile(
+    r"(?:\bfor|\bbuy\w*|\bpurchas\w*|\bnew|\bnay[ai]|\bnai|\bek|\bmaruti|\bhonda|\btata"
+    r"|\bmahindra|\bhyundai|\btoyota|\bused|\bhand)\s+(?:a\s+|my\s+|the\s+)?$"
+)
+_CAR_AFTER = re.compile(
+    rf"\s*(?:ke liye|ki|ka|ke|lo+a?n|lone|lon|financ\w*|kharid\w*|{_WANTS}|के लिए|की|का|लोन)\b"
+)
 # Keywords that are everyday words too ("I'm at home"): they name a product only in a
 # message about a loan, or as the answer to "which loan?".
 _AMBIGUOUS = frozenset(
     (  # noqa: SIM905 - a sentence of words reads better than a column of them
         "home house flat apartment property car auto travel holiday vacation medical shop course "
         "student abroad college university study studies trip tour hospital treatment surgery "
-        "masters master's chhutti chutti ghumne yatra घर मकान कार छुट्टी घूमने यात्रा"
+        "masters master's chhutti chutti ghumne yatra घर मकान कार छुट्टी घूमने यात्रा "
+        "engineering इंजीनियरिंग निजी city swift venue punch safari alto thar aura amaze elevate "
+        "hector astor exter"
     ).split()
 )
 _LOAN_CONTEXT = re.compile(
-    r"\b(?:lo+a?n\w*|lone|lon|emi|borrow\w*|financ\w*|buy\w*|purchas\w*|kharid\w*|chahiye"
-    r"|chaiye|need|want|looking|apply\w*|liye|lakh|crore|fund\w*)\b|लोन|ऋण|चाहिए|खरीद|लिए|लाख",
+    rf"\b(?:lo+a?n\w*|lone|lon|emi|borrow\w*|financ\w*|buy\w*|purchas\w*|kharid\w*|{_WANTS}"
+    r"|need|want|looking|apply\w*|liye|lakh|crore|fund\w*)\b|लोन|ऋण|चाहिए|खरीद|लिए|लाख|फ़?ाइनेंस",
     re.IGNORECASE,
 )
 _NOT_A_PRODUCT = re.compile(
-    r"\b(?:at|from|to|in|take|takes) ?-?home\b|\bwork from\b", re.IGNORECASE
+    r"\b(?:at|from|to|in|take|takes) ?-?home\b|\bwork from\b"
+    # The city a customer lives in is no Honda City.
+    r"|\b(?:my|your|which|what|this|that|our|same|native|home|kis|kaun ?si|kaunsi|mer[aei]"
+    r"|apn[ei]|hamar[ae]|in|the|of|big|small|tier \d)\s+city\b|(?<!honda )\bcity\s+(?:me|mein"
+    r"|main|mai|mei|se|in)\b",
+    re.IGNORECASE,
 )
 _LATIN_WORD = re.compile(r"[a-z]+")
 _LOAN_TYPO = re.compile(r"^(?:lo+a?n[se]?|lone|laon|lon)$")
@@ -152,7 +191,26 @@ _EDGE = r"[\w\u0900-\u097F]"
 _GLUED_LOAN = re.compile(r"\b([a-z]{3,}?)(lo+a?ns?|laon|lone)\b")
 # A product word right before "loan" names the product; other keywords only hint at one
 # ("ghar ki marammat ke liye personal loan" is a personal loan).
-_LOAN_AFTER = re.compile(r"\s*-?\s*(?:lo+a?n|lone|laon|lon|लोन|ऋण)(?![a-z])")
+_LOAN_AFTER = re.compile(r"\s*-?\s*(?:lo+a?n|lone|laon|lon|financ\w*|लोन|ऋण)(?![a-z])")
+_VOWELS = re.compile(r"[aeiou]")
+_WANT_WORD = re.compile(rf"{_WANTS}|kharid\w*|buy\w*|need", re.IGNORECASE)
+_REPEATS = re.compile(r"(.)\1+")
+# Abbreviations with no vowel that are not a product with its vowels dropped.
+_NOT_SKELETONS = frozenset(
+    (  # noqa: SIM905 - a sentence of words reads better than a column of them
+        "crs cr lkh lkhs yrs yr mths mnths hrs pls plz thx msg pvt ltd shd cht brd mbs msm"
+    ).split()
+)
+
+
+def _single(word: str) -> str:
+    """Doubled letters written once: "mbaa" -> "mba", "colleg" -> "coleg"."""
+    return _REPEATS.sub(r"\1", word)
+
+
+def _skeleton(word: str) -> str:
+    """The consonants of a word, each once in a row: "college" -> "clg", "flat" -> "flt"."""
+    return _single(_VOWELS.sub("", word))
 
 
 class ProductMatcher:
@@ -170,11 +228,20 @@ class ProductMatcher:
                 product.name.lower().removesuffix(" loan"),
                 *product.keywords,
                 *_EXTRA_ALIASES.get(product.id, ()),
+                *(_CAR_NAMES if product.id == "car" else ()),
             ):
                 self._aliases.setdefault(alias.lower(), product.id)
         words = "|".join(sorted((re.escape(a) for a in self._aliases), key=len, reverse=True))
         self._exact = re.compile(rf"(?<!{_EDGE})(?:{words})(?!{_EDGE})", re.IGNORECASE)
-        self._fuzzy_choices = [a for a in self._aliases if a.isascii() and len(a) >= 3]
+        self._fuzzy_choices = [
+            a for a in self._aliases if a.isascii() and len(a) >= 3 and a not in _CAR_NAMES
+        ]
+        self._singles: dict[str, str] = {}
+        self._skeletons: dict[str, str] = {}
+        for alias in self._fuzzy_choices:
+            self._singles.setdefault(_single(alias), alias)
+            if len(_skeleton(alias)) >= 3:
+                self._skeletons.setdefault(_skeleton(alias), alias)
 
     def match(self, text: str, expecting_product: bool = False) -> str | None:
         """The product id ``text`` names, or ``None``. ``expecting_product``: the bot has just
@@ -188,6 +255,11 @@ class ProductMatcher:
             alias = found.group().lower()
             if alias in _AMBIGUOUS and not context:
                 continue
+            if alias in _CAR_WORDS and not (
+                _CAR_BEFORE.search(masked, 0, found.start())
+                or _CAR_AFTER.match(masked, found.end())
+            ):
+                continue
             if _LOAN_AFTER.match(masked, found.end()):
                 return self._aliases[alias]
             first = first or self._aliases[alias]
@@ -200,12 +272,26 @@ class ProductMatcher:
             return f"{word} {match.group(2)}"
         return match.group()
 
-    def _close_alias(self, word: str, before_loan: bool) -> str | None:
-        """The alias ``word`` misspells, if any."""
+    def _close_alias(self, word: str, before_loan: bool, before_want: bool = False) -> str | None:
+        """The alias ``word`` misspells, if any. ``before_want``: "lena", "chahiye" or "loan"
+        follows, and one vowel written for another ("flet lena hai") is taken as a slip."""
         # Imported here: only a message naming no product exactly needs it.
         from rapidfuzz import fuzz, process
         from rapidfuzz.distance import OSA
 
+        # A letter typed twice ("mbaa", "flatt") or the vowels left out ("flt", "prsnl", "clg").
+        if len(_single(word)) >= 3 and _single(word) in self._singles:
+            return self._singles[_single(word)]
+        if not _VOWELS.search(word) and word not in _NOT_SKELETONS:
+            found = self._skeletons.get(_skeleton(word))
+            if found is not None:
+                return found
+        if before_want and len(word) >= 4:
+            for alias in self._fuzzy_choices:
+                slips = {(a, b) for a, b in zip(alias, word, strict=False) if a != b}
+                # Only "a" for "e" and back, the usual slip in Hinglish ("ship" is no shop).
+                if len(alias) == len(word) and slips in ({("a", "e")}, {("e", "a")}):
+                    return alias
         # "hom" before "lone" is a home loan; a lone short word needs to be nearly exact.
         if before_loan or len(word) >= 5:
             cutoff = 80 if before_loan else 88
@@ -233,7 +319,10 @@ class ProductMatcher:
             before_loan = i + 1 < len(words) and bool(_LOAN_TYPO.match(words[i + 1]))
             if before_loan_only and not before_loan:
                 continue
-            alias = self._close_alias(word, before_loan)
+            before_want = before_loan or (
+                i + 1 < len(words) and bool(_WANT_WORD.fullmatch(words[i + 1]))
+            )
+            alias = self._close_alias(word, before_loan, before_want)
             if alias is None:
                 continue
             if alias in _AMBIGUOUS and not (context or before_loan):

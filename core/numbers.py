@@ -434,14 +434,34 @@ _NOT_UNIT_TYPOS = frozenset(
 )
 
 
+def _skeleton(word: str) -> str:
+    """The consonants of a word, each once in a row: "hazaar" -> "hzr", "mahine" -> "mhn"."""
+    return re.sub(r"(.)\1+", r"\1", re.sub(r"[aeiou]", "", word))
+
+
+# Hindi units by their consonants, for spellings that leave vowels out: "hzar", "hjr", "mhne".
+_UNIT_SKELETONS = {
+    _skeleton(w): (canonical, w)
+    for table in (_MONEY_UNITS, _DURATION_UNITS)
+    for canonical, words in table.items()
+    for w in words.split()
+    if w.isascii() and len(_skeleton(w)) >= 3
+}
+
+
 def _unit_typo(word: str) -> str | None:
     """ "years", "months", "thousand" or "lakhs" for a misspelling one edit (or swap) away, else
-    None."""
+    None. Also a unit with vowels left out: "50 hazr", "28 hjar", "45 hzar"."""
     lowered = word.lower()
-    if len(lowered) < 4 or not lowered.isascii() or lowered in _NOT_UNIT_TYPOS:
+    if len(lowered) < 3 or not lowered.isascii() or lowered in _NOT_UNIT_TYPOS:
         return None
     if lowered in SCALES:
         return None  # spelt right: the scales are read as they are
+    skeleton = _UNIT_SKELETONS.get(_skeleton(lowered))
+    if skeleton is not None and lowered[0] == skeleton[1][0]:
+        return skeleton[0]
+    if len(lowered) < 4:
+        return None
     from rapidfuzz.distance import OSA
 
     for unit in _FUZZY_UNITS:
@@ -451,12 +471,12 @@ def _unit_typo(word: str) -> str | None:
 
 
 def _canonical_unit(word: str) -> str | None:
-    lowered = word.lower()
+    lowered = _squeeze(word.lower())
     return _UNIT_CANONICAL.get(lowered) or _unit_typo(lowered)
 
 
 def _is_unit(token: str) -> bool:
-    lowered = token.lower()
+    lowered = _squeeze(token.lower())
     return (
         lowered in _UNIT_CANONICAL
         or lowered in SCALES
@@ -534,8 +554,17 @@ _UNIT_AFTER_NUMBER = re.compile(rf"(\d)\s*({_UNIT_WORDS})(?![\w\u0900-\u097F])",
 _WORD_AFTER_NUMBER = re.compile(r"(\d)\s*([a-z]{4,})\b", re.IGNORECASE)
 
 
+def _squeeze(word: str) -> str:
+    """A letter held down three or more times, written twice: "saaal" -> "saal"."""
+    return _HELD_DOWN.sub(r"\1\1", word)
+
+
+_HELD_DOWN = re.compile(r"([a-z])\1{2,}", re.IGNORECASE)
+
+
 def _fix_unit_typo(match: re.Match[str]) -> str:
-    unit = _unit_typo(match.group(2))
+    word = _squeeze(match.group(2).lower())
+    unit = _UNIT_CANONICAL.get(word) or _unit_typo(word)
     return match.group(1) + " " + unit if unit else match.group()
 
 

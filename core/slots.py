@@ -32,9 +32,10 @@ _CLAUSE_END = re.compile(
     r"[;!?\n]|,(?!\d)|\.(?!\d)|\b(?:and|but|aur|par|also)\b|और|लेकिन", re.IGNORECASE
 )
 _INCOME_WORDS = re.compile(
-    r"\b(?:salary|salaried|sallary|salry|slary|salery|sallery|salari|income|incom|earn\w*|kamai"
+    # Misspelt too: "salaryy", "slry", "sallery", "incm", "in hnd".
+    r"\b(?:s+a*l+[ae]*r+[iy]+|salaried|inco?me?s?|earn\w*|kamai"
     r"|kamaai|kama(?:ta|ti|te)"
-    r"|tankhwah|tankha|pagaar|ctc|take[- ]?home|in[- ]?hand|net pay|monthly|per month"
+    r"|tankh?w?a+h?|pagaar|ctc|take[- ]?home|in[- ]?ha?nd|net pay|monthly|per month"
     r"|a month|every month|pm|p\.m|/month|mahina|mahine|maheena|har mahine|per annum|a year"
     r"|per year|yearly|annual\w*|p\.a|lpa|salana|saalana)\b"
     r"|सैलरी|वेतन|तनख्वाह|तनख़्वाह|आय|आमदनी|कमाई|कमाता|कमाती|महीना|महीने|सालाना|/month",
