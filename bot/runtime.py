@@ -34,6 +34,7 @@ from core.handlers import (
     HumanHandoff,
     InputGuards,
     Paused,
+    VoiceNotes,
 )
 from core.handoff import HandoffConfig, HandoffService, TickReport
 from core.jobs import close_idle_sessions, run_handoff_timers
@@ -46,6 +47,7 @@ from core.ratelimit import RateLimits
 from core.store.database import Database, create_database
 from core.store.schema import is_at_head, upgrade_to_head
 from core.store.turns import TurnStore
+from core.voice import GroqTranscriber, Transcriber
 from core.waiters import TurnWaiters
 
 if TYPE_CHECKING:
@@ -78,6 +80,9 @@ class Runtime:
     postgres_dsn: str | None = None
     # Where parts built later (the channels' shared state) register their teardown.
     stack: AsyncExitStack | None = None
+    # Voice notes' speech to text (None without GROQ_API_KEY): the turn's VoiceNotes handler
+    # uses it, and channels that hear reps' voice messages too.
+    transcriber: Transcriber | None = None
 
     def close_later(self, close: Callable[[], Awaitable[None]]) -> None:
         """Tear ``close`` down with the runtime (after the channels have stopped)."""
@@ -157,9 +162,35 @@ def build_handoff_and_admin(
     return handoffs, admin
 
 
+def build_transcriber(settings: Settings, stack: AsyncExitStack) -> Transcriber | None:
+    """Groq's Whisper through the groq SDK, when there is a key; retried within the turn's
+    deadline by ``GroqTranscriber`` itself (the SDK's own retries are off)."""
+    if settings.groq_api_key is None:
+        return None
+    import httpx
+    from groq import AsyncGroq, DefaultAioHttpClient
+
+    timeout = settings.llm_request_timeout_seconds
+    client = AsyncGroq(
+        api_key=settings.groq_api_key.get_secret_value(),
+        base_url=settings.groq_base_url,
+        max_retries=0,
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+        http_client=DefaultAioHttpClient(),
+    )
+    stack.push_async_callback(client.close)
+    return GroqTranscriber(
+        client,
+        settings.stt_model,
+        max_retries=settings.llm_max_retries,
+        backoff_seconds=settings.llm_retry_backoff_seconds,
+    )
+
+
 def build_handlers(
     settings: Settings,
     db: Database,
+    transcriber: Transcriber | None,
     agent: Agent,
     scripted: ScriptedAgent,
     counters: Counters,
@@ -174,6 +205,14 @@ def build_handlers(
         FloodGuard(limits, settings.flood_messages_per_minute, settings.default_language),
         AdminCommands(admin, settings.default_language),
         Paused(),
+        VoiceNotes(
+            db,
+            transcriber,
+            max_seconds=settings.voice_max_seconds,
+            keep_audio=settings.keep_audio,
+            deadline_seconds=settings.llm_turn_deadline_seconds,
+            default_language=settings.default_language,
+        ),
         HumanHandoff(handoffs),
         BroadcastOptIn(db, settings.default_language),
         InputGuards(config.max_text_chars, settings.default_language),
@@ -330,6 +369,7 @@ async def open_runtime(
         handoffs, admin = build_handoff_and_admin(
             settings, db, outbox, counters, catalogue, knowledge, stack
         )
+        transcriber = build_transcriber(settings, stack)
         service = ConversationService(
             db,
             agent,
@@ -338,7 +378,16 @@ async def open_runtime(
             queue=queue,
             outbox=outbox,
             handlers=build_handlers(
-                settings, db, agent, scripted, counters, admin, handoffs, config, limits
+                settings,
+                db,
+                transcriber,
+                agent,
+                scripted,
+                counters,
+                admin,
+                handoffs,
+                config,
+                limits,
             ),
             waiters=TurnWaiters(outbox.store, listen_dsn=dsn),
             counters=counters,
@@ -350,7 +399,7 @@ async def open_runtime(
         runtime = Runtime(settings, db, catalogue, scripted, agent, service, None)
         runtime.knowledge, runtime.knowledge_problem = knowledge, knowledge_problem
         runtime.handoffs, runtime.admin, runtime.postgres_dsn = handoffs, admin, dsn
-        runtime.stack = stack
+        runtime.stack, runtime.transcriber = stack, transcriber
         if scheduler:
             sched = AsyncIOScheduler(timezone="UTC")
             sched.add_job(

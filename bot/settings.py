@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     currency: str = Field(default="INR", pattern=r"^[A-Z]{3}$")
     # The customers' language until their own is detected (or chosen with /language).
     default_language: Literal["en", "hi", "hinglish"] = "en"
+    # Voice notes: Groq's Whisper model, the longest note listened to, and whether the audio is
+    # kept (in the database's voice_clips table) after it has been transcribed.
+    stt_model: str = "whisper-large-v3-turbo"
+    voice_max_seconds: float = Field(default=120, gt=0, le=3600)
+    keep_audio: bool = False
     max_emi_to_income: Decimal | None = Field(default=None, gt=0, lt=1)
     log_level: str = "INFO"
     # Turns in flight per process: bounded so the database pool is never exhausted (a turn

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -353,6 +353,12 @@ class ConversationService:
         try:
             decision = await self.chain.route(turn)
             result = decision.result
+            if turn.heard is not None and result is not None and turn.live is None:
+                # A short or uncertain transcript is said back, so a mishearing shows.
+                heard = tr(
+                    self.scripted.language(result.state), 'You said: "{text}"', text=turn.heard
+                )
+                result.reply = replace(result.reply, text=f"{heard}\n\n{result.reply.text}")
             reply, persisted = await self._persist(turn, decision, clear, started)
         except BaseException as exc:
             if turn.live is not None:

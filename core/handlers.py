@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol, TypeGuard
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from core.agent.base import Agent, AgentResult, StreamingAgent, TurnContext
 from core.agent.scripted import ScriptedAgent
@@ -26,8 +27,18 @@ from core.money import group_indian
 from core.ports import OutboundPort, StreamingPort
 from core.ratelimit import RateLimits
 from core.store.database import Database
-from core.store.models import ConversationStatus, User
+from core.store.models import ConversationStatus, Message, User, VoiceClip
 from core.store.turns import Post, TurnData
+from core.voice import (
+    MAX_UPLOAD_BYTES,
+    SUPPORTED_FORMATS,
+    AudioClip,
+    AudioSource,
+    Transcriber,
+    Transcript,
+    VoiceError,
+    audio_format,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +117,8 @@ class Turn:
     live: LiveReply | None = None
     # Whether the reply may be streamed (nothing of this chat is waiting to be sent before it).
     may_stream: bool = True
+    # What the bot heard in a voice note, to be said back before the reply ("You said: ...").
+    heard: str | None = None
 
     def language(self, default: str) -> str:
         """The language of a notice answering this turn: the message's own, else the
@@ -243,6 +256,215 @@ class HumanHandoff:
             return Decision(None)
         posts = await self.handoff.relay_from_customer(turn.data)
         return None if posts is None else Decision(None, posts)
+
+
+class VoiceNotes:
+    """A voice note becomes the turn's text: limits checked, the audio fetched through the
+    channel, transcribed, and the transcript stored on the message before the turn goes on (a
+    turn run again reads it and never transcribes twice). ``/retry`` transcribes the latest
+    voice note that could not be heard. See ``core.voice``."""
+
+    def __init__(
+        self,
+        db: Database,
+        transcriber: Transcriber | None,
+        *,
+        max_seconds: float = 120,
+        keep_audio: bool = False,
+        deadline_seconds: float = 20.0,
+        default_language: str = "en",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.transcriber = transcriber
+        self.max_seconds = max_seconds
+        self.keep_audio = keep_audio
+        self.deadline_seconds = deadline_seconds
+        self.default_language = default_language
+        self.clock = clock
+
+    async def __call__(self, turn: Turn) -> Decision | None:
+        data = turn.data
+        retrying = turn.command is not None and turn.command.name == "retry"
+        if retrying:
+            found = await self._untranscribed(data.conversation_id)
+            if found is None:
+                text = tr(
+                    turn.language(self.default_language),
+                    "There's no voice note waiting to be heard. Send one, or type your message.",
+                )
+                return Decision(AgentResult(Reply(text), data.state))
+            message_id, audio = found
+        else:
+            stored = data.meta.get("audio")
+            if not isinstance(stored, dict) or "transcript" in stored:
+                return None  # not a voice note, or heard already (the text is the transcript)
+            message_id, audio = data.message_id, stored
+        lang = turn.language(self.default_language)
+        problem = self._check(audio, turn.port, lang)
+        if problem is not None:
+            await self._unheard(message_id, audio, "refused")
+            return self._answer(turn, problem)
+        if self.transcriber is None:
+            return self._answer(
+                turn,
+                tr(
+                    lang,
+                    "Sorry, I can't listen to voice notes right now. Please type your message; "
+                    "your voice note is kept, and /retry will try it again later.",
+                ),
+            )
+        try:
+            clip = await self._fetch(audio, message_id, turn.port)
+            transcript = await self.transcriber.transcribe(
+                clip, self.clock() + self.deadline_seconds
+            )
+        except VoiceError as exc:
+            log.warning("voice note %d not transcribed (%s): %s", message_id, exc.reason, exc)
+            if exc.reason not in ("failed", "unavailable"):
+                await self._unheard(message_id, audio, exc.reason)  # no retry can hear it
+            return self._answer(turn, self._failure(exc.reason, lang))
+        if not transcript.text:
+            return self._answer(
+                turn,
+                tr(lang, "I couldn't hear any words in that voice note. Could you say it again?"),
+            )
+        await self._store(message_id, audio, transcript, clip)
+        spoken = transcript.text
+        text = spoken if retrying or not data.text.strip() else f"{data.text}\n{spoken}"
+        meta = {**data.meta, "audio": {**audio, **transcript.as_meta()}}
+        if retrying:
+            turn.command = None
+        turn.data = replace(data, text=text, meta=meta)
+        if len(spoken.split()) <= SHORT_TRANSCRIPT_WORDS or transcript.uncertain:
+            turn.heard = spoken
+            turn.may_stream = False  # the reply goes out whole, what was heard before it
+        return None
+
+    def _check(self, audio: dict[str, Any], port: OutboundPort | None, lang: str) -> str | None:
+        """A clear answer for a voice note that cannot be transcribed, before any download."""
+        duration = audio.get("duration")
+        if duration is not None and float(duration) > self.max_seconds:
+            return tr(
+                lang,
+                "That voice note is {seconds} seconds long; I can listen to up to {limit} seconds. "
+                "Please send a shorter one, or type your message.",
+                seconds=round(float(duration)),
+                limit=round(self.max_seconds),
+            )
+        limit = MAX_UPLOAD_BYTES
+        if not audio.get("stored") and isinstance(port, AudioSource):
+            limit = min(limit, port.max_audio_bytes)
+        size = audio.get("size")
+        if size is not None and int(size) > limit:
+            return tr(
+                lang,
+                "That voice note is too large for me ({size} MB; the limit is {limit} MB). "
+                "Please send a shorter one, or type your message.",
+                size=f"{int(size) / 1_048_576:.1f}",
+                limit=f"{limit / 1_048_576:.0f}",
+            )
+        kind = audio_format(audio.get("mime"), audio.get("name"))
+        if kind is not None and kind not in SUPPORTED_FORMATS:
+            return tr(
+                lang,
+                "I can't play {format} audio. Please send a voice note, or an MP3, M4A, OGG, WAV "
+                "or WebM file.",
+                format=kind.upper(),
+            )
+        if not isinstance(port, AudioSource) and not audio.get("stored"):
+            return tr(lang, "I can't listen to voice notes here yet. Please type your message.")
+        return None
+
+    def _failure(self, reason: str, lang: str) -> str:
+        if reason == "unreadable":
+            return tr(
+                lang,
+                "I couldn't read that audio file. Please record the voice note again, or type "
+                "your message.",
+            )
+        if reason in ("too_large", "unsupported"):
+            return tr(lang, "I can't listen to that file. Please type your message.")
+        return tr(
+            lang,
+            "Sorry, I couldn't listen to your voice note just now. Please try /retry in a "
+            "minute, or type your message.",
+        )
+
+    @staticmethod
+    def _answer(turn: Turn, text: str) -> Decision:
+        return Decision(AgentResult(Reply(text), turn.data.state, meta={"voice": "unheard"}))
+
+    async def _fetch(
+        self, audio: dict[str, Any], message_id: int, port: OutboundPort | None
+    ) -> AudioClip:
+        async with self.db.transaction() as session:
+            stored = (
+                await session.scalars(select(VoiceClip).where(VoiceClip.message_id == message_id))
+            ).first()
+        if stored is not None:
+            return AudioClip(bytes(stored.data), stored.filename, stored.mime)
+        if not isinstance(port, AudioSource):
+            raise VoiceError("unavailable", "this channel cannot fetch audio")
+        return await port.fetch_audio(audio)
+
+    async def _store(
+        self, message_id: int, audio: dict[str, Any], transcript: Transcript, clip: AudioClip
+    ) -> None:
+        """The transcript becomes the message's text, its details the message's meta; the
+        audio is kept only when asked to."""
+        async with self.db.transaction() as session:
+            message = await session.get(Message, message_id)
+            if message is None:
+                return
+            meta = dict(message.meta or {})
+            meta["audio"] = {**audio, **transcript.as_meta()}
+            message.meta = meta
+            message.text = (
+                f"{message.text}\n{transcript.text}" if message.text.strip() else transcript.text
+            )
+            clips = (
+                await session.scalars(select(VoiceClip).where(VoiceClip.message_id == message_id))
+            ).all()
+            if self.keep_audio and not clips:
+                session.add(
+                    VoiceClip(
+                        message_id=message_id,
+                        filename=clip.filename,
+                        mime=clip.mime,
+                        data=clip.data,
+                    )
+                )
+            elif not self.keep_audio:
+                for stored in clips:
+                    await session.delete(stored)
+
+    async def _unheard(self, message_id: int, audio: dict[str, Any], reason: str) -> None:
+        """Marks a voice note no retry could hear (too long, not audio): /retry passes it by."""
+        async with self.db.transaction() as session:
+            message = await session.get(Message, message_id)
+            if message is not None:
+                message.meta = {**(message.meta or {}), "audio": {**audio, "unheard": reason}}
+
+    async def _untranscribed(self, conversation_id: int) -> tuple[int, dict[str, Any]] | None:
+        """The latest voice note of the conversation that was stored but never heard (and
+        could be: not refused for its length, size or format, nor unreadable)."""
+        async with self.db.transaction() as session:
+            rows = await session.execute(
+                select(Message.id, Message.meta)
+                .where(Message.conversation_id == conversation_id, Message.direction == "in")
+                .order_by(Message.id.desc())
+                .limit(50)
+            )
+            for message_id, meta in rows:
+                audio = (meta or {}).get("audio")
+                if isinstance(audio, dict) and not {"transcript", "unheard"} & audio.keys():
+                    return int(message_id), audio
+        return None
+
+
+# A transcript this short is said back ("You said: ..."): a misheard word changes everything.
+SHORT_TRANSCRIPT_WORDS = 4
 
 
 class BroadcastOptIn:
@@ -523,6 +745,7 @@ def default_handlers(
     limits: RateLimits | None = None,
     flood_per_minute: int = 20,
     daily_tokens: int | None = None,
+    transcriber: Transcriber | None = None,
 ) -> list[Handler]:
     """The chain in its rule order; ``bot.runtime`` builds it from this list."""
     language = scripted.config.default_language
@@ -534,6 +757,7 @@ def default_handlers(
         handlers.append(AdminCommands(admin, language))
     handlers += [
         Paused(),
+        VoiceNotes(db, transcriber, default_language=language),
         HumanHandoff(handoff),
         BroadcastOptIn(db, language),
         InputGuards(max_text_chars, language),

@@ -656,6 +656,8 @@ class HandoffService:
             return ()
         who = turn.user_name or "Customer"
         text = turn.text
+        if isinstance(turn.meta.get("audio"), dict) and text.strip():
+            text = f"(voice note) {text}"  # the rep reads what the customer said, transcribed
         if not text.strip():
             kinds = turn.meta.get("attachments") or ["something"]
             text = f"(sent {', '.join(kinds)}: not shown here)"

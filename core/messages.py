@@ -41,8 +41,28 @@ def parse_command(text: str) -> Command | None:
 
 @dataclass(frozen=True)
 class Attachment:
-    kind: str  # photo, document, voice, sticker, video, audio, file
+    kind: str  # photo, document, voice, video_note, sticker, video, audio, file
     name: str | None = None
+    # For audio (voice notes): the platform's file id, the duration in seconds, the size in
+    # bytes and the MIME type, as the platform reports them; ``data`` when the audio came with
+    # the message itself (a web upload), to be stored with it.
+    file_id: str | None = None
+    duration: float | None = None
+    size: int | None = None
+    mime: str | None = None
+    data: bytes | None = field(default=None, repr=False)
+
+    def audio_ref(self) -> dict[str, object]:
+        """What is stored of a voice note in its message's meta (``meta["audio"]``)."""
+        ref = {
+            "kind": self.kind,
+            "file_id": self.file_id,
+            "name": self.name,
+            "duration": self.duration,
+            "size": self.size if self.size is not None else (len(self.data) if self.data else None),
+            "mime": self.mime,
+        }
+        return {k: v for k, v in ref.items() if v is not None}
 
 
 @dataclass(frozen=True)

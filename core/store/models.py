@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -294,6 +295,22 @@ class Broadcast(Base):
     sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class VoiceClip(Base):
+    """The audio of a voice note: a web upload until it is transcribed (the web has no platform
+    to fetch it from again), or any voice note's audio when ``ESOTERIC_KEEP_AUDIO`` is set."""
+
+    __tablename__ = "voice_clips"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    filename: Mapped[str] = mapped_column(String(255))
+    mime: Mapped[str | None] = mapped_column(String(128))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class OutboxStatus:

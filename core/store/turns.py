@@ -33,6 +33,7 @@ from core.store.models import (
     OutboxStatus,
     User,
 )
+from core.voice import VOICE_KINDS
 
 # Postgres: committed turns are announced here, so a process waiting for a reply (an API call
 # whose turn ran on another worker) hears of it at once.
@@ -335,10 +336,16 @@ def record_inbound(
             {**key, "user_id": user_id, "now": now, "state": _carried_over(q, previous)},
         )[0]
     meta: dict[str, Any] = {}
+    voice = None
     if inbound.command is not None:
         meta["command"] = inbound.command.name
     if inbound.attachments:
         meta["attachments"] = [a.kind for a in inbound.attachments]
+        voice = next((a for a in inbound.attachments if a.kind in VOICE_KINDS), None)
+        if voice is not None:
+            meta["audio"] = voice.audio_ref()
+            if voice.data is not None:
+                meta["audio"]["stored"] = True  # in voice_clips, not on a platform
     if inbound.contact_phone:
         meta["contact_shared"] = True
     if inbound.extra:
@@ -375,6 +382,19 @@ def record_inbound(
             "edit_of": inbound.edit_of,
         },
     )[0]
+    if voice is not None and voice.data is not None:
+        # The web's upload: kept with the message until it is transcribed.
+        q.one(
+            "INSERT INTO voice_clips (message_id, filename, mime, data, created_at) VALUES"
+            " (:mid, :filename, :mime, :data, :now) RETURNING id",
+            {
+                "mid": message_id,
+                "filename": voice.name or f"voice-{message_id}",
+                "mime": voice.mime,
+                "data": voice.data,
+                "now": now,
+            },
+        )
     chat = ChatAddress(inbound.channel, inbound.chat_key, inbound.thread)
     ignored = status != MessageStatus.RECEIVED
     loaded = (
