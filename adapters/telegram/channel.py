@@ -50,6 +50,7 @@ from core.ports import ReplyStream
 from core.ratelimit import SharedStateUnavailable
 from core.sendbudget import LocalSendBudget, SendBudget
 from core.store.leader import LeaderLock
+from core.voice import SUPPORTED_FORMATS, AudioClip, VoiceError, audio_format
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,8 @@ class TelegramChannel:
     """Receives Telegram updates, hands them to the core, and delivers the core's replies."""
 
     name = CHANNEL
+    # The Bot API lets bots download files of up to 20 MB (getFile).
+    max_audio_bytes = 20 * 1024 * 1024
 
     def __init__(
         self,
@@ -163,6 +166,31 @@ class TelegramChannel:
         self._unsettled: set[int] = set()
         self._settled = asyncio.Event()
         self._settled.set()
+
+    # -- voice notes -----------------------------------------------------------------------------
+
+    async def fetch_audio(self, ref: dict[str, Any]) -> AudioClip:
+        """A voice note's audio through ``getFile`` and the file download, named with an
+        extension the transcription API accepts (Telegram stores voice notes as ``.oga``)."""
+        file_id = ref.get("file_id")
+        if not file_id:
+            raise VoiceError("unavailable", "the voice note has no file id")
+        try:
+            found = await self.bot.get_file(str(file_id))
+            data = bytes(await found.download_as_bytearray())
+        except BadRequest as exc:
+            if "too big" in exc.message.lower():
+                raise VoiceError("too_large", f"Telegram: {exc.message}") from exc
+            raise VoiceError("unavailable", f"Telegram: {exc.message}") from exc
+        except TelegramError as exc:
+            raise VoiceError("failed", f"Telegram: {exc}") from exc
+        kind = audio_format(ref.get("mime"), ref.get("name")) or "ogg"
+        if kind not in SUPPORTED_FORMATS:
+            kind = "ogg"
+        name = str(ref.get("name") or f"{ref.get('kind') or 'voice'}.{kind}")
+        if audio_format(None, name) not in SUPPORTED_FORMATS:
+            name = f"{name.rsplit('.', 1)[0]}.{kind}"
+        return AudioClip(data, name, ref.get("mime"))
 
     # -- lifecycle -------------------------------------------------------------------------------
 

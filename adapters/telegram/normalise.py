@@ -44,17 +44,56 @@ def _thread(message: Message) -> str:
     return ""
 
 
+def _seconds(duration: object) -> float | None:
+    """PTB gives durations as ints or timedeltas depending on its settings."""
+    if duration is None:
+        return None
+    total = getattr(duration, "total_seconds", None)
+    return float(total()) if callable(total) else float(duration)  # type: ignore[arg-type]
+
+
 def _attachments(message: Message) -> tuple[Attachment, ...]:
     found: list[Attachment] = []
     if message.photo:
         found.append(Attachment("photo"))
     if message.document is not None:
         found.append(Attachment("document", message.document.file_name))
+    # Speech first: the first voice attachment is the one transcribed.
     if message.voice is not None:
-        found.append(Attachment("voice"))
+        voice = message.voice
+        found.append(
+            Attachment(
+                "voice",
+                file_id=voice.file_id,
+                duration=_seconds(voice.duration),
+                size=voice.file_size,
+                mime=voice.mime_type or "audio/ogg",
+            )
+        )
     if message.audio is not None:
-        found.append(Attachment("audio", message.audio.file_name))
-    if message.video is not None or message.video_note is not None:
+        audio = message.audio
+        found.append(
+            Attachment(
+                "audio",
+                audio.file_name,
+                file_id=audio.file_id,
+                duration=_seconds(audio.duration),
+                size=audio.file_size,
+                mime=audio.mime_type,
+            )
+        )
+    if message.video_note is not None:
+        note = message.video_note
+        found.append(
+            Attachment(
+                "video_note",
+                file_id=note.file_id,
+                duration=_seconds(note.duration),
+                size=note.file_size,
+                mime="video/mp4",  # round video messages are MPEG-4
+            )
+        )
+    if message.video is not None:
         found.append(Attachment("video"))
     if message.animation is not None:
         found.append(Attachment("animation"))

@@ -87,6 +87,11 @@ class Desk:
         async with self.runtime.db.engine.connect() as conn:
             return list((await conn.execute(text(sql), params)).all())
 
+    @staticmethod
+    def json(value: Any) -> Any:
+        """A JSON column as raw SQL returns it (text on SQLite)."""
+        return json.loads(value) if isinstance(value, str) else value
+
     async def scalar(self, sql: str, **params: Any) -> Any:
         async with self.runtime.db.engine.connect() as conn:
             return (await conn.execute(text(sql), params)).scalar()
@@ -108,6 +113,55 @@ class Desk:
         update["message"]["from"]["first_name"] = name
         await self.telegram_api.push(update)
         await self.turn_done(update_id)
+
+    async def voice(
+        self,
+        chat_id: int,
+        data: bytes,
+        duration: float,
+        *,
+        kind: str = "voice",
+        mime: str = "audio/ogg",
+        file_path: str | None = None,
+        size: int | None = None,
+    ) -> int:
+        """Send a voice note (or ``audio``, ``video_note``) from a Telegram chat: the file is
+        put on the stand-in for ``getFile`` and the download, the update pushed, and the turn
+        waited for. Returns the update id."""
+        update_id = await self.push_voice(
+            chat_id, data, duration, kind=kind, mime=mime, file_path=file_path, size=size
+        )
+        await self.turn_done(update_id)
+        return update_id
+
+    async def push_voice(
+        self,
+        chat_id: int,
+        data: bytes,
+        duration: float,
+        *,
+        kind: str = "voice",
+        mime: str = "audio/ogg",
+        file_path: str | None = None,
+        size: int | None = None,
+    ) -> int:
+        """``voice`` without waiting for the turn."""
+        update_id = self.telegram_api.next_update_id()
+        file_id = f"{kind}-{update_id}"
+        ext = {"audio/ogg": "oga", "video/mp4": "mp4", "audio/mpeg": "mp3"}.get(mime, "bin")
+        self.telegram_api.add_file(file_id, data, file_path or f"{kind}/file_{update_id}.{ext}")
+        media: dict[str, Any] = {
+            "file_id": file_id,
+            "file_unique_id": f"u-{file_id}",
+            "duration": max(1, round(duration)),
+            "file_size": size if size is not None else len(data),
+        }
+        if kind != "video_note":
+            media["mime_type"] = mime
+        else:
+            media["length"] = 240
+        await self.telegram_api.push(message_update(update_id, chat_id, None, **{kind: media}))
+        return update_id
 
     async def press(self, chat_id: int, data: str) -> None:
         update_id = self.telegram_api.next_update_id()

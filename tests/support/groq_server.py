@@ -24,6 +24,23 @@ from aiohttp import web
 
 PAYLOADS = Path(__file__).resolve().parents[2].parent / "shared" / "payloads" / "groq"
 PATH = "/openai/v1/chat/completions"
+AUDIO_PATH = "/openai/v1/audio/transcriptions"
+# The start of each media type the transcription API takes: the stand-in refuses anything else
+# with Groq's own 400, as the API does for a file that is not valid media.
+MAGIC = {
+    "ogg": (b"OggS",),
+    "opus": (b"OggS",),
+    "webm": (b"\x1a\x45\xdf\xa3",),
+    "wav": (b"RIFF",),
+    "flac": (b"fLaC",),
+    "mp3": (b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"),
+}
+INVALID_MEDIA = {
+    "error": {
+        "message": "could not process file - is it a valid media file?",
+        "type": "invalid_request_error",
+    }
+}
 
 
 def payload(name: str) -> Any:
@@ -106,6 +123,48 @@ class Recorded:
         return [json.loads(m["content"]) for m in self.messages if m.get("role") == "tool"]
 
 
+@dataclass(frozen=True)
+class Heard:
+    """A transcription step: what Whisper heard, or an error to answer with."""
+
+    text: str = ""
+    language: str = "english"
+    duration: float = 4.0
+    avg_logprob: float = -0.2
+    no_speech_prob: float = 0.01
+    status: int = 200
+    body: Any = None
+    delay: float = 0.0
+
+
+def heard(text: str, **kw: Any) -> Heard:
+    return Heard(text=text, **kw)
+
+
+def audio_error(status: int, body: Any = None, **kw: Any) -> Heard:
+    default = {"error": {"message": "Internal Server Error", "type": "internal_error"}}
+    return Heard(status=status, body=body or default, **kw)
+
+
+@dataclass
+class AudioRecorded:
+    """One transcription request as the API received it (multipart form)."""
+
+    headers: dict[str, str]
+    fields: dict[str, str]
+    filename: str
+    content_type: str | None
+    data: bytes
+
+
+def _valid_media(filename: str, data: bytes) -> bool:
+    ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    if ext in ("m4a", "mp4", "mpeg", "mpga"):
+        return data[4:8] == b"ftyp"
+    starts = MAGIC.get(ext)
+    return starts is not None and data.startswith(starts)
+
+
 @dataclass
 class GroqStandIn:
     steps: deque[Step] = field(default_factory=deque)
@@ -119,12 +178,20 @@ class GroqStandIn:
     _runner: web.AppRunner | None = None
     base_url: str = ""
 
+    # Transcriptions: scripted like chat steps, each request recorded with its bytes.
+    heard: deque[Heard] = field(default_factory=deque)
+    audio_requests: list[AudioRecorded] = field(default_factory=list)
+
     def script(self, *steps: Step) -> None:
         self.steps.extend(steps)
+
+    def hear(self, *steps: Heard) -> None:
+        self.heard.extend(steps)
 
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post(PATH, self._handle)
+        app.router.add_post(AUDIO_PATH, self._transcribe)
         # Not Groq's: lets a benchmark running the stand-in in another process read its clock.
         app.router.add_get("/_standin/timings", self._timings)
         self._runner = web.AppRunner(app, access_log=None)
@@ -172,6 +239,50 @@ class GroqStandIn:
         reply = web.json_response(self._completion(step, model))
         self.finished.append(time.perf_counter())
         return reply
+
+    async def _transcribe(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        upload = form.get("file")
+        if not isinstance(upload, web.FileField):
+            return web.json_response({"error": {"message": "file is required"}}, status=400)
+        data = upload.file.read()
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        self.audio_requests.append(
+            AudioRecorded(dict(request.headers), fields, upload.filename, upload.content_type, data)
+        )
+        if request.headers.get("Authorization", "") == "Bearer ":
+            return web.json_response(payload("err_401.json"), status=401)
+        step = self.heard.popleft() if self.heard else audio_error(500)
+        if step.delay:
+            await asyncio.sleep(step.delay)
+        if step.status != 200:
+            return web.json_response(step.body, status=step.status)
+        if not _valid_media(upload.filename, data):
+            return web.json_response(INVALID_MEDIA, status=400)
+        words = step.text.split()
+        return web.json_response(
+            {
+                "task": "transcribe",
+                "language": step.language,
+                "duration": step.duration,
+                "text": f" {step.text}",
+                "segments": [
+                    {
+                        "id": 0,
+                        "seek": 0,
+                        "start": 0.0,
+                        "end": step.duration,
+                        "text": f" {step.text}",
+                        "tokens": list(range(len(words))),
+                        "temperature": 0.0,
+                        "avg_logprob": step.avg_logprob,
+                        "compression_ratio": 1.1,
+                        "no_speech_prob": step.no_speech_prob,
+                    }
+                ],
+                "x_groq": {"id": f"req_{uuid.uuid4().hex[:24]}"},
+            }
+        )
 
     def _usage(self, step: Step) -> dict[str, Any]:
         return {

@@ -166,6 +166,8 @@ class StandInBot:
     webhook: dict[str, Any] | None = None
     messages: dict[tuple[str, int], str] = field(default_factory=dict)
     message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+    # Files users sent, by file_id: (file_path, bytes). Served by getFile and the file route.
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
     @property
     def id(self) -> int:
@@ -197,6 +199,8 @@ class TelegramServer:
         self.calls: list[ApiCall] = []
         self.faults: list[Fault] = []
         self.webhook_statuses: list[int] = []
+        # Paths of files the bot downloaded (the file route).
+        self.downloads: list[str] = []
         self.port = 0
         self._changed = asyncio.Condition()
         self._closing = asyncio.Event()
@@ -222,6 +226,24 @@ class TelegramServer:
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/bot{token}/{method}", self._handle)
         app.router.add_get("/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
+
+    def add_file(self, file_id: str, data: bytes, file_path: str, token: str | None = None) -> None:
+        """A file a user sent, as Telegram keeps it: ``getFile`` gives its path, and
+        ``/file/bot<token>/<path>`` its bytes."""
+        bot = self.bots[token] if token else self.bot
+        bot.files[file_id] = (file_path, data)
+
+    async def _download(self, request: web.Request) -> web.Response:
+        bot = self.bots.get(request.match_info["token"])
+        path = request.match_info["path"]
+        self.downloads.append(path)
+        if bot is None:
+            return web.json_response(_error(401, "Unauthorized"), status=401)
+        for stored_path, data in bot.files.values():
+            if stored_path == path:
+                return web.Response(body=data, content_type="application/octet-stream")
+        return web.json_response(_error(404, "Not Found"), status=404)
 
     async def close(self) -> None:
         self._closing.set()
@@ -391,6 +413,22 @@ class TelegramServer:
     @staticmethod
     def _ok(result: Any) -> tuple[int, dict[str, Any]]:
         return 200, {"ok": True, "result": result}
+
+    async def _api_getFile(self, bot: StandInBot, params: dict[str, Any]) -> Any:
+        file_id = str(params.get("file_id", ""))
+        if file_id not in bot.files:
+            return 400, _error(400, "Bad Request: invalid file_id")
+        path, data = bot.files[file_id]
+        if len(data) > 20 * 1024 * 1024:
+            return 400, _error(400, "Bad Request: file is too big")
+        return self._ok(
+            {
+                "file_id": file_id,
+                "file_unique_id": f"u-{file_id}",
+                "file_size": len(data),
+                "file_path": path,
+            }
+        )
 
     async def _api_getMe(self, bot: StandInBot, params: dict[str, Any]) -> Any:
         return self._ok(bot.me)
