@@ -12,22 +12,19 @@ import itertools
 import random
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as redis
 from sqlalchemy import insert, text
 
 from core.agent.base import TurnContext
 from core.agent.scripted import ScriptedAgent
 from core.catalogue import load_catalogue
 from core.conversation import ServiceConfig
-from core.store.database import Database, create_database
+from core.store.database import Database
 from core.store.models import Handoff
-from core.store.schema import upgrade_to_head
 from tests.support.cluster import (
     SALES,
     Cluster,
@@ -42,30 +39,6 @@ from tests.support.slack_server import SlackStandIn
 from tests.support.telegram_server import TelegramServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture
-async def redis_url() -> AsyncIterator[str]:
-    """A Redis database of the test's own, emptied afterwards."""
-    number = random.randint(1, 15)
-    url = f"redis://127.0.0.1:6379/{number}"
-    client = redis.from_url(url)
-    await client.flushdb()
-    try:
-        yield url
-    finally:
-        await client.flushdb()
-        await client.aclose()
-
-
-@pytest.fixture
-async def migrated(postgres_url: str) -> AsyncIterator[Database]:
-    db = create_database(postgres_url)
-    await upgrade_to_head(db)  # a shared database is migrated on purpose
-    try:
-        yield db
-    finally:
-        await db.dispose()
 
 
 async def rows(db: Database, sql: str, **params: Any) -> list[Any]:

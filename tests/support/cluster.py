@@ -235,8 +235,11 @@ class Sender:
             return response
         raise AssertionError(f"no process took {path}")
 
-    async def telegram(self, node: int, update_id: int, chat_id: int, words: str) -> None:
-        update = message_update(update_id, chat_id, words)
+    async def telegram(
+        self, node: int, update_id: int, chat_id: int, words: str | None, **fields: Any
+    ) -> None:
+        """A message update (``fields``: a voice note, a photo...), as Telegram's webhook."""
+        update = message_update(update_id, chat_id, words, **fields)
 
         def build() -> tuple[bytes, dict[str, str]]:
             headers = {
