@@ -1,6 +1,7 @@
-"""A stand-in Slack: the Web API methods Esoteric calls, response_url webhooks, and a Socket Mode
-WebSocket, on 127.0.0.1 with an OS-chosen port. It records every call, enforces the limits real
-Slack enforces (blocks, section text), and can answer 429 with ``Retry-After`` on demand.
+"""A stand-in Slack: the Web API methods Esoteric calls, response_url webhooks, shared files
+(``files.info`` and the private download that wants the bot token), and a Socket Mode WebSocket,
+on 127.0.0.1 with an OS-chosen port. It records every call, enforces the limits real Slack
+enforces (blocks, section text), and can answer 429 with ``Retry-After`` on demand.
 
 Responses follow the shapes in /work/shared/payloads/slack (``resp_*.json``)."""
 
@@ -20,6 +21,9 @@ from aiohttp import WSMsgType, web
 PAYLOADS = Path(__file__).resolve().parents[2].parent / "shared" / "payloads" / "slack"
 BOT_USER = "U0BOT12345"
 BOT_ID = "B0BOT67890"
+TEAM = "T0AB12CDE"
+# What Slack serves a file download without a token that may read it: its sign-in page.
+SIGN_IN_PAGE = "<!DOCTYPE html><html><body>Sign in to Slack</body></html>"
 
 
 def sample(name: str) -> dict[str, Any]:
@@ -52,6 +56,13 @@ class SlackStandIn:
         self.members: dict[str, list[str]] = {}
         # The most members one conversations.members page returns, whatever limit is asked.
         self.members_page_size = 1000
+        # Shared files: id -> the file object files.info gives, and id -> its bytes.
+        self.files: dict[str, dict[str, Any]] = {}
+        self.file_data: dict[str, bytes] = {}
+        # Private downloads asked for: (file id, the bearer token sent), served or not.
+        self.downloads: list[tuple[str, str]] = []
+        # The only token downloads are served to, when set (any xoxb- token otherwise).
+        self.bot_token: str | None = None
         self._failures: dict[str, list[_Failure]] = {}
         self._holds: dict[str, asyncio.Event] = {}
         self._changed = asyncio.Condition()
@@ -67,6 +78,7 @@ class SlackStandIn:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{key}", self._response_url)
         app.router.add_get("/link/", self._socket)
+        app.router.add_get("/files-pri/{team_file}/download/{name}", self._download)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -297,6 +309,86 @@ class SlackStandIn:
         if thread_ts:
             message["thread_ts"] = thread_ts
         self.messages.append(message)
+
+    # -- files -------------------------------------------------------------------------------------
+
+    def add_file(
+        self,
+        data: bytes,
+        name: str,
+        mimetype: str,
+        *,
+        user: str = "U0HUMAN001",
+        filetype: str | None = None,
+        subtype: str | None = None,
+        duration_ms: int | None = None,
+        size: int | None = None,
+    ) -> dict[str, Any]:
+        """A file someone shared; returns its object as Slack shows it (in a message event's
+        ``files`` and from files.info). ``size`` overrides the real size (limits)."""
+        self._serial += 1
+        file_id = f"F0AUDIO{self._serial:04d}"
+        base = f"http://127.0.0.1:{self.port}/files-pri/{TEAM}-{file_id}"
+        kind = filetype or name.rsplit(".", 1)[-1].lower()
+        file: dict[str, Any] = {
+            "id": file_id,
+            "created": 1767225600 + self._serial,
+            "timestamp": 1767225600 + self._serial,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": kind,
+            "pretty_type": kind.upper(),
+            "user": user,
+            "user_team": TEAM,
+            "editable": False,
+            "size": len(data) if size is None else size,
+            "mode": "hosted",
+            "is_external": False,
+            "external_type": "",
+            "is_public": False,
+            "public_url_shared": False,
+            "display_as_bot": False,
+            "username": "",
+            "url_private": f"{base}/{name}",
+            "url_private_download": f"{base}/download/{name}",
+            "media_display_type": "audio" if mimetype.startswith("audio/") else "unknown",
+            "permalink": f"https://example.slack.com/files/{user}/{file_id}/{name}",
+            "is_starred": False,
+            "has_rich_preview": False,
+            "file_access": "visible",
+        }
+        if subtype is not None:
+            file["subtype"] = subtype
+        if duration_ms is not None:
+            file["duration_ms"] = duration_ms
+        self.files[file_id] = file
+        self.file_data[file_id] = data
+        return dict(file)
+
+    def _m_files_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        file = self.files.get(str(params.get("file", "")))
+        if file is None:
+            return {"ok": False, "error": "file_not_found"}
+        return {"ok": True, "file": file, "comments": [], "response_metadata": {"next_cursor": ""}}
+
+    async def _download(self, request: web.Request) -> web.Response:
+        team, _, file_id = request.match_info["team_file"].partition("-")
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        self.downloads.append((file_id, token))
+        await self._notify()
+        allowed = token == self.bot_token if self.bot_token else token.startswith("xoxb-")
+        if not allowed:
+            # Slack does not say 401: it serves its sign-in page.
+            return web.Response(text=SIGN_IN_PAGE, content_type="text/html")
+        file = self.files.get(file_id)
+        if team != TEAM or file is None or file["name"] != request.match_info["name"]:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(
+            body=self.file_data[file_id],
+            content_type=str(file["mimetype"]),
+            headers={"Content-Disposition": f'attachment; filename="{file["name"]}"'},
+        )
 
     # -- response_url ------------------------------------------------------------------------------
 
