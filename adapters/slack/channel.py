@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 from fastapi import APIRouter, Request, Response
@@ -50,6 +50,7 @@ from adapters.slack.events import (
     CHANNEL,
     BotIdentity,
     clean_text,
+    first_audio,
     from_person,
     is_dm,
     mentions,
@@ -70,11 +71,19 @@ from core.admin import AdminService
 from core.conversation import ConversationService
 from core.errors import ChannelError, RetryLater, StoreUnavailable
 from core.handoff import CardRef, HandoffService, LeadCard, RelayOutcome
-from core.messages import Reply, Target
+from core.messages import Attachment, Reply, Target
 from core.ports import ReplyStream
 from core.ratelimit import SharedStateUnavailable
 from core.replay import LocalReplayGuard, ReplayGuard
 from core.salesdesk import COMMAND, Access, SalesDesk
+from core.voice import (
+    MAX_UPLOAD_BYTES,
+    SUPPORTED_FORMATS,
+    AudioClip,
+    Transcriber,
+    VoiceError,
+    audio_format,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +91,18 @@ DEFAULT_API_URL = "https://slack.com/api/"
 # Slack refuses requests signed more than five minutes from now (replays); so do we.
 MAX_CLOCK_SKEW = 300
 _MAX_REMEMBERED = 10_000
+# How long one file download from Slack may take.
+DOWNLOAD_TIMEOUT = 30.0
+# How long a rep's voice clip may take to be transcribed before the rep is told it was not.
+REP_CLIP_DEADLINE = 30.0
+_VOICE_UNHEARD = (
+    "Sorry, I couldn't transcribe that voice clip, so nothing was sent to the customer. "
+    "Please type your message."
+)
+_VOICE_OFF = (
+    "Voice clips can't be transcribed here right now (no transcription service is set up), so "
+    "nothing was sent to the customer. Please type your message."
+)
 _HANDOFF_REFUSED = {
     Access.DENIED: "Sorry, only the sales team (members of the sales channel) and Esoteric "
     "admins can claim, answer or release a customer's conversation.",
@@ -141,6 +162,8 @@ class _Recent:
 
 class SlackChannel:
     name = CHANNEL
+    # The core's AudioSource: Slack serves files of any size; Groq takes up to 25 MB.
+    max_audio_bytes = MAX_UPLOAD_BYTES
 
     def __init__(
         self,
@@ -151,6 +174,7 @@ class SlackChannel:
         handoffs: HandoffService | None = None,
         admin: AdminService | None = None,
         replay: ReplayGuard | None = None,
+        transcriber: Transcriber | None = None,
     ) -> None:
         if not config.socket_mode and not config.signing_secret:
             raise ChannelError("Slack HTTP events need SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN)")
@@ -159,6 +183,8 @@ class SlackChannel:
         self.config = config
         self.handoffs = handoffs if config.sales_channel else None
         self.admin = admin
+        # Hears a rep's voice clips in a lead card's thread (the customer's are the core's).
+        self.transcriber = transcriber
         # Signatures of form requests already run; the composition root passes a shared one.
         self.replay: ReplayGuard = replay if replay is not None else LocalReplayGuard()
         # Relays from one card thread run one at a time, so the customer sees them in order.
@@ -199,6 +225,8 @@ class SlackChannel:
         # lookup per thread rather than one per message.
         self._outside = _Recent()
         self._names: OrderedDict[str, str | None] = OrderedDict()
+        # A rep's voice clips being relayed, so a redelivery is not transcribed twice.
+        self._clips = _Recent()
         self._accepting = True
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
@@ -271,6 +299,68 @@ class SlackChannel:
         task = asyncio.create_task(work, name=f"slack:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # -- voice clips (the core's AudioSource) -----------------------------------------------------
+
+    async def fetch_audio(self, ref: dict[str, Any]) -> AudioClip:
+        """A shared audio file through ``files.info`` and its private download URL (which wants
+        the bot token, and the files:read scope), named with an extension Groq accepts."""
+        file_id = ref.get("file_id")
+        if not file_id:
+            raise VoiceError("unavailable", "the audio file has no Slack file id")
+        try:
+            info = (await self.client.files_info(file=str(file_id))).get("file") or {}
+        except SlackApiError as exc:
+            status = exc.response.status_code
+            if status == 429 or status >= 500:
+                raise VoiceError("failed", f"Slack files.info failed ({status})") from exc
+            error = exc.response.get("error")
+            raise VoiceError("unavailable", f"Slack refused files.info: {error}") from exc
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            raise VoiceError("failed", f"Slack files.info failed: {exc}") from exc
+        size = info.get("size")
+        if isinstance(size, int) and size > self.max_audio_bytes:
+            raise VoiceError("too_large", f"the audio file is {size} bytes")
+        url = str(info.get("url_private_download") or info.get("url_private") or "")
+        if not url:
+            raise VoiceError("unavailable", "Slack gave no download URL for the audio file")
+        mime = str(info.get("mimetype") or ref.get("mime") or "") or None
+        data = await self._download(url)
+        return AudioClip(data, _clip_name(info, ref, mime), mime)
+
+    async def _download(self, url: str) -> bytes:
+        if not self._trusted(url):
+            # The bot token goes to Slack only.
+            raise VoiceError("unavailable", f"not a Slack file URL: {url}")
+        if self._session is None:
+            raise VoiceError("failed", "the Slack channel is not started")
+        headers = {"Authorization": f"Bearer {self.config.bot_token}"}
+        try:
+            async with self._session.get(
+                url, headers=headers, timeout=aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT)
+            ) as response:
+                status = response.status
+                if status == 429 or status >= 500:
+                    raise VoiceError("failed", f"the Slack file download failed ({status})")
+                if status != 200:
+                    raise VoiceError("unavailable", f"Slack refused the download ({status})")
+                if response.content_type == "text/html":
+                    # Slack answers a download it will not allow with its sign-in page.
+                    raise VoiceError("unavailable", "Slack served a sign-in page, not the file")
+                data = await response.content.read(self.max_audio_bytes + 1)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise VoiceError("failed", f"the Slack file download failed: {exc}") from exc
+        if len(data) > self.max_audio_bytes:
+            raise VoiceError("too_large", "the audio file is larger than Slack said")
+        return data
+
+    def _trusted(self, url: str) -> bool:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme == "https" and (host == "slack.com" or host.endswith(".slack.com")):
+            return True
+        api = urlsplit(self.config.base_url)  # a stand-in or an enterprise proxy
+        return (parts.scheme, parts.netloc) == (api.scheme, api.netloc)
 
     # -- HTTP events -----------------------------------------------------------------------------
 
@@ -407,7 +497,11 @@ class SlackChannel:
         ):
             # A rep in a lead card's thread talks to the customer; "@Esoteric ..." there is a
             # question for the bot (app_mention), not for the customer.
-            await self._relay(event, event_id, str(thread_ts), bot)
+            clip = first_audio(event)
+            if clip is not None:
+                await self._relay_clip(event, event_id, str(thread_ts), bot, clip)
+            else:
+                await self._relay(event, event_id, str(thread_ts), bot)
             return
         if not thread_ts or (bot is not None and mentions(text, bot.user_id)):
             # Top-level chatter is not for the bot; a mention comes as app_mention.
@@ -496,27 +590,70 @@ class SlackChannel:
         released = await self.handoffs.release(user, handoff_id)
         return None if released.released else released.message
 
-    async def _relay(
-        self, event: dict[str, Any], event_id: Any, thread: str, bot: BotIdentity | None
+    async def _relay_clip(
+        self,
+        event: dict[str, Any],
+        event_id: Any,
+        thread: str,
+        bot: BotIdentity | None,
+        clip: Attachment,
     ) -> None:
-        assert self.handoffs is not None
-        channel, user = str(event["channel"]), str(event["user"])
+        """A rep's voice clip in a card's thread: transcribed and relayed after the
+        acknowledgement (it takes seconds), still in order with the thread's other relays."""
+        key = str(event_id or clip.file_id)
+        if key in self._clips:
+            return  # a redelivery while (or after) it is heard: the first one relays it
+        self._clips.add(key)
+        lock = self._relay_lock(thread)
+        # A free lock is taken at once, without waiting: what the rep writes next waits for
+        # the clip. A busy one is waited for in the background.
+        held = not lock.locked()
+        if held:
+            await lock.acquire()
+        self._spawn(self._relay(event, event_id, thread, bot, clip, lock, held), "voice-relay")
+
+    def _relay_lock(self, thread: str) -> asyncio.Lock:
+        """The thread's relay lock, counted as used until ``_relay`` is done with it."""
         lock, users = self._relay_locks.get(thread) or (asyncio.Lock(), 0)
         self._relay_locks[thread] = (lock, users + 1)
+        return lock
+
+    async def _relay(
+        self,
+        event: dict[str, Any],
+        event_id: Any,
+        thread: str,
+        bot: BotIdentity | None,
+        clip: Attachment | None = None,
+        lock: asyncio.Lock | None = None,
+        held: bool = False,
+    ) -> None:
+        """Relay a rep's message. ``lock``: the thread's lock, counted for this relay already
+        (and taken for it, when ``held``)."""
+        assert self.handoffs is not None
+        channel, user = str(event["channel"]), str(event["user"])
+        lock = lock or self._relay_lock(thread)
+        said: str | None = None
         try:
-            async with lock:
+            if not held:
+                await lock.acquire()
+            try:
                 # Checked in turn, so a rep's messages still reach the customer in order.
                 refused = await self._handoff_refusal(user, "handoff_relay", f"card:{thread}")
                 if refused is not None:
                     await self._apologise_to(channel, user, refused)
                     return
+                text = clean_text(str(event.get("text") or ""), bot)
+                if clip is not None:
+                    said = await self._hear_clip(channel, user, clip)
+                    if said is None:
+                        return
+                    text = f"{text}\n(voice note) {said}" if text else f"(voice note) {said}"
                 result = await self.handoffs.relay_from_rep(
-                    channel,
-                    thread,
-                    user,
-                    clean_text(str(event.get("text") or ""), bot),
-                    str(event_id) if event_id else None,
+                    channel, thread, user, text, str(event_id) if event_id else None
                 )
+            finally:
+                lock.release()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -530,9 +667,41 @@ class SlackChannel:
             else:
                 self._relay_locks[thread] = (lock, users - 1)
         if result.outcome == RelayOutcome.NOT_A_CARD:
+            if said is not None:
+                # Thread talk with the bot: what was said, not the clip (heard once).
+                event = {**event, "text": f"{event.get('text') or ''}\n{said}".strip()}
+                event.pop("files", None)
             await self._follow_up(event, event_id, thread, bot)
         elif result.notice is not None:
             await self._apologise_to(channel, user, result.notice)
+        elif said is not None:
+            await self._apologise_to(channel, user, f"Sent to the customer as: (voice note) {said}")
+
+    async def _hear_clip(self, channel: str, user: str, clip: Attachment) -> str | None:
+        """What a rep said in a voice clip, or ``None`` once the rep is told it was not heard."""
+        if self.transcriber is None:
+            await self._apologise_to(channel, user, _VOICE_OFF)
+            return None
+        if clip.size is not None and clip.size > self.max_audio_bytes:
+            await self._apologise_to(
+                channel,
+                user,
+                f"That voice clip is too large to transcribe ({clip.size / 1_048_576:.1f} MB; "
+                f"the limit is {self.max_audio_bytes / 1_048_576:.0f} MB), so nothing was sent "
+                "to the customer. Please type your message.",
+            )
+            return None
+        try:
+            audio = await self.fetch_audio(clip.audio_ref())
+            heard = await self.transcriber.transcribe(audio, time.monotonic() + REP_CLIP_DEADLINE)
+        except VoiceError as exc:
+            log.warning("a rep's voice clip was not transcribed (%s): %s", exc.reason, exc)
+            await self._apologise_to(channel, user, _VOICE_UNHEARD)
+            return None
+        if not heard.text:
+            await self._apologise_to(channel, user, _VOICE_UNHEARD)
+            return None
+        return heard.text
 
     async def _apologise_to(self, channel: str, user: str, text: str) -> None:
         try:
@@ -780,6 +949,22 @@ class SlackChannel:
             )
         except SlackClientError as exc:
             raise ChannelError(f"Slack refused chat.update: {exc}") from exc
+
+
+def _clip_name(info: dict[str, Any], ref: dict[str, Any], mime: str | None) -> str:
+    """The file's name, with an extension the transcription API accepts (Slack's own clips
+    are named without one)."""
+    name = str(info.get("name") or ref.get("name") or "")
+    kind = audio_format(mime, name) or str(info.get("filetype") or "").lower()
+    if kind not in SUPPORTED_FORMATS:
+        kind = str(info.get("filetype") or "").lower()
+    if kind not in SUPPORTED_FORMATS:
+        kind = "webm"  # what Slack records its clips as
+    if not name:
+        return f"audio.{kind}"
+    if audio_format(None, name) in SUPPORTED_FORMATS and "." in name:
+        return name
+    return f"{name.rsplit('.', 1)[0] if '.' in name else name}.{kind}"
 
 
 # -- request checks -------------------------------------------------------------------------------

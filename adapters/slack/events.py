@@ -8,6 +8,7 @@ from typing import Any
 
 from adapters.slack.render import unescape
 from core.messages import Attachment, Inbound
+from core.voice import VOICE_KINDS
 
 CHANNEL = "slack"
 
@@ -57,6 +58,40 @@ def clean_text(text: str, bot: BotIdentity | None) -> str:
     return re.sub(r"[ \t]{2,}", " ", unescape(text)).strip()
 
 
+def is_audio(file: dict[str, Any]) -> bool:
+    """An audio file share: an uploaded recording (``audio/*``) or a clip recorded in Slack."""
+    mime = str(file.get("mimetype") or "").lower()
+    return mime.startswith("audio/") or file.get("subtype") == "slack_audio"
+
+
+def attachment(file: dict[str, Any]) -> Attachment:
+    """A shared file as the core sees it: audio with what Slack says of it (the file id to fetch
+    it by, its size, type and length), anything else by its name only."""
+    name = str(file.get("name") or file.get("title") or "") or None
+    if not is_audio(file):
+        return Attachment("file", name)
+    size, duration_ms = file.get("size"), file.get("duration_ms")
+    mime = str(file.get("mimetype") or "") or None
+    return Attachment(
+        "audio",
+        name,
+        file_id=str(file["id"]) if file.get("id") else None,
+        duration=duration_ms / 1000 if isinstance(duration_ms, int | float) else None,
+        size=size if isinstance(size, int) else None,
+        mime=mime,
+    )
+
+
+def attachments_of(event: dict[str, Any]) -> tuple[Attachment, ...]:
+    # Audio first: the core transcribes the first voice attachment of a message.
+    found = [attachment(f) for f in event.get("files") or [] if isinstance(f, dict)]
+    return tuple(sorted(found, key=lambda a: a.kind not in VOICE_KINDS))
+
+
+def first_audio(event: dict[str, Any]) -> Attachment | None:
+    return next((a for a in attachments_of(event) if a.kind in VOICE_KINDS), None)
+
+
 def to_inbound(
     event: dict[str, Any],
     event_id: str | None,
@@ -64,12 +99,7 @@ def to_inbound(
     bot: BotIdentity | None,
     sender_name: str | None = None,
 ) -> Inbound:
-    files = event.get("files") or []
-    attachments = tuple(
-        Attachment("file", str(f.get("name")) if f.get("name") else None)
-        for f in files
-        if isinstance(f, dict)
-    )
+    attachments = attachments_of(event)
     extra = {"ts": str(event.get("ts", ""))}
     if event.get("channel_type"):
         extra["channel_type"] = str(event["channel_type"])
