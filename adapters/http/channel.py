@@ -15,15 +15,17 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
 
 from core.conversation import ConversationService, TurnOutcome
 from core.errors import ChatEnded, StoreUnavailable
 from core.fanout import FanOut, LocalFanOut, Subscription
 from core.knowledge.types import Hit
-from core.messages import Inbound, Reply, Target, parse_command, utcnow
+from core.messages import Attachment, Inbound, Reply, Target, parse_command, utcnow
 from core.ports import ReplyStream
 from core.ratelimit import RateLimits
 from core.sessions import (
@@ -35,10 +37,14 @@ from core.sessions import (
     session_view,
 )
 from core.store.database import Database
+from core.store.models import Message
 
 from .limits import WebLimits
 from .models import reply_frame
 from .security import ApiKeys
+
+if TYPE_CHECKING:
+    from .uploads import VoiceUpload
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +88,12 @@ class ChatResult:
     duplicate: bool
     # How the turn ended: answered, ignored (a deliberate silence) or failed (given up).
     status: str = "answered"
+    # The customer's message it answers (the original one, for a retry), when known.
+    inbound_id: int | None = None
 
 
-def _result(outcome: TurnOutcome, duplicate: bool) -> ChatResult:
-    return ChatResult(outcome.reply, outcome.reply_id, duplicate, outcome.status)
+def _result(outcome: TurnOutcome, duplicate: bool, inbound_id: int) -> ChatResult:
+    return ChatResult(outcome.reply, outcome.reply_id, duplicate, outcome.status, inbound_id)
 
 
 def ends_session(frame: dict[str, Any]) -> bool:
@@ -337,6 +345,25 @@ class WebChannel:
             awaited=True,
         )
 
+    def voice_inbound(self, session_id: str, clip: VoiceUpload) -> Inbound:
+        """A voice note: no text, the audio itself attached (stored with the message; the
+        core's ``VoiceNotes`` transcribes it in the turn)."""
+        voice = Attachment(
+            kind="voice",
+            name=clip.filename,
+            mime=clip.mime,
+            size=len(clip.data),
+            duration=clip.duration,
+            data=clip.data,
+        )
+        return replace(self.inbound(session_id, "", clip.client_message_id), attachments=(voice,))
+
+    async def transcript(self, message_id: int | None) -> str | None:
+        """What was heard of a stored voice note, or ``None`` (not heard, or not one)."""
+        if message_id is None:
+            return None
+        return await self.db.run(_stored_transcript, message_id)
+
     async def converse(self, inbound: Inbound, *, answered_then_synced: bool = False) -> ChatResult:
         """Hand one message to the core and wait for its turn, which may run in any process.
         A retry of a message (same client message id, on any worker) waits for the same turn
@@ -366,7 +393,7 @@ class WebChannel:
             outcome = await accepted.outcome
             if not durable:
                 await self.service.sync_inbound()
-            return _result(outcome, duplicate=False)
+            return _result(outcome, duplicate=False, inbound_id=accepted.message_id)
         if inbound.event_id is None:
             return ChatResult(None, None, True)
         original = await self.service.find_event(CHANNEL, inbound.event_id)
@@ -376,7 +403,7 @@ class WebChannel:
         if not durable:
             # The retry of a request whose sync failed: its answer is on disk before it is given.
             await self.service.sync_inbound()
-        return _result(outcome, duplicate=True)
+        return _result(outcome, duplicate=True, inbound_id=original.message_id)
 
     async def subscribe(self, session_id: str, socket: Socket) -> None:
         async def deliver(frame: dict[str, Any]) -> None:
@@ -409,6 +436,13 @@ class WebChannel:
             raise KnowledgeMissing(self.knowledge_problem or "no knowledge base is configured")
         hits: list[Hit] = await self.knowledge.search(query, k)
         return hits
+
+
+def _stored_transcript(session: Session, message_id: int) -> str | None:
+    message = session.get(Message, message_id)
+    audio = (message.meta or {}).get("audio") if message is not None else None
+    heard = audio.get("transcript") if isinstance(audio, dict) else None
+    return heard if isinstance(heard, str) else None
 
 
 class KnowledgeMissing(Exception):

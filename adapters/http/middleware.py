@@ -11,9 +11,20 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import logcontext
+from core.voice import MAX_UPLOAD_BYTES
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Room for a multipart body's boundaries, part headers and small fields around its file.
+MULTIPART_OVERHEAD = 64 * 1024
+# Routes that take a file: their own, larger limit (the file's own limit is the route's check).
+UPLOAD_LIMITS: tuple[tuple[re.Pattern[str], int, str], ...] = (
+    (
+        re.compile(r"^/api/v1/sessions/[^/]+/voice$"),
+        MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD,
+        f"the audio file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB",
+    ),
+)
 
 
 class RequestIdMiddleware:
@@ -53,16 +64,30 @@ class RequestIdMiddleware:
 
 class BodyLimitMiddleware:
     """Refuses request bodies over ``max_bytes`` with 413 before the app reads them: at once from
-    ``Content-Length``, or while reading a chunked body."""
+    ``Content-Length``, or while reading a chunked body. Upload routes (``uploads``: a path
+    pattern and its limit) get their larger limit instead."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        uploads: tuple[tuple[re.Pattern[str], int, str], ...] = UPLOAD_LIMITS,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.uploads = uploads
+
+    def _limit(self, path: str) -> tuple[int, str]:
+        for pattern, limit, detail in self.uploads:
+            if pattern.match(path):
+                return max(limit, self.max_bytes), detail
+        return self.max_bytes, f"request body larger than {self.max_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, too_large = self._limit(str(scope.get("path", "")))
         length = dict(scope.get("headers") or ()).get(b"content-length")
         if length is not None:
             try:
@@ -70,8 +95,8 @@ class BodyLimitMiddleware:
             except ValueError:
                 await self._refuse(send, 400, "Content-Length is not a number")
                 return
-            if declared > self.max_bytes:
-                await self._refuse(send, 413, self._too_large())
+            if declared > limit:
+                await self._refuse(send, 413, too_large)
                 return
             await self.app(scope, receive, send)
             return
@@ -83,8 +108,8 @@ class BodyLimitMiddleware:
             if message["type"] == "http.disconnect":
                 return
             size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                await self._refuse(send, 413, self._too_large())
+            if size > limit:
+                await self._refuse(send, 413, too_large)
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -100,9 +125,6 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
-
-    def _too_large(self) -> str:
-        return f"request body larger than {self.max_bytes} bytes"
 
     @staticmethod
     async def _refuse(send: Send, status: int, detail: str) -> None:

@@ -83,6 +83,13 @@ class ChatOut(BaseModel):
     message_id: int | None = None
 
 
+class VoiceOut(ChatOut):
+    transcript: str | None = Field(
+        description="what was heard of the voice note; null when it could not be heard (the "
+        "reply then says so, and the note is kept)"
+    )
+
+
 class RagQueryIn(_Strict):
     query: str = Field(min_length=1, max_length=1000)
     top_k: int = Field(default=4, ge=1, le=20)

@@ -14,7 +14,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from core import logcontext
 from core.errors import ChatEnded, StoreUnavailable
-from core.messages import MAX_TEXT_CHARS
+from core.messages import MAX_TEXT_CHARS, Inbound
 from core.sessions import SessionRecord
 from core.store.models import MessageStatus
 
@@ -42,10 +42,12 @@ from .models import (
     RagResultOut,
     SessionCreated,
     SessionOut,
+    VoiceOut,
     citations_out,
     reply_frame,
 )
 from .security import presented_key
+from .uploads import ACCEPTED_TYPES, read_voice_upload
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,40 @@ class WsAuthIn(BaseModel):
     api_key: str = Field(min_length=1, max_length=1024)
 
 
+_VOICE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["audio"],
+                    "properties": {
+                        "audio": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": f"the recording ({ACCEPTED_TYPES}); "
+                            "the field may also be named 'file'",
+                        },
+                        "client_message_id": {
+                            "type": "string",
+                            "pattern": CLIENT_ID_PATTERN,
+                            "description": "a retry with the same id is heard and answered once",
+                        },
+                        "duration": {
+                            "type": "number",
+                            "minimum": 0,
+                            "description": "the recording's length in seconds",
+                        },
+                    },
+                },
+                "encoding": {"audio": {"contentType": "audio/*, video/webm, video/mp4"}},
+            }
+        },
+    }
+}
+
+
 def _unavailable(detail: str, retry_after: int = 5) -> HTTPException:
     return HTTPException(503, detail, headers={"Retry-After": str(retry_after)})
 
@@ -139,6 +175,19 @@ def build_router(channel: WebChannel) -> APIRouter:
             raise HTTPException(404, "no such session for this API key")
         logcontext.conversation_id.set(session_tag(session_id))
         return record
+
+    async def converse(inbound: Inbound) -> ChatResult:
+        """A REST message's turn (text or voice), its answer or a clear status."""
+        try:
+            result: ChatResult = await _store(channel.converse(inbound, answered_then_synced=True))
+        except ShuttingDown:
+            raise _unavailable("the server is restarting; send the message again") from None
+        except ChatEnded:
+            # Ended by another process a moment ago: the core refused the message.
+            raise _ended() from None
+        if result.status == MessageStatus.FAILED:
+            raise HTTPException(500, "the bot could not answer this message; send it again")
+        return result
 
     router = APIRouter(prefix=PREFIX, tags=["chat"], responses=_UNAUTHORIZED)
 
@@ -212,16 +261,36 @@ def build_router(channel: WebChannel) -> APIRouter:
         if limited is not None:
             raise _too_many(limited)
         inbound = channel.inbound(record.id, body.message, body.client_message_id)
-        try:
-            result = await _store(channel.converse(inbound, answered_then_synced=True))
-        except ShuttingDown:
-            raise _unavailable("the server is restarting; send the message again") from None
-        except ChatEnded:
-            # Ended by another process a moment ago: the core refused the message.
-            raise _ended() from None
-        if result.status == MessageStatus.FAILED:
-            raise HTTPException(500, "the bot could not answer this message; send it again")
-        return _chat_out(record.id, result)
+        return _chat_out(record.id, await converse(inbound))
+
+    @router.post(
+        "/sessions/{session_id}/voice",
+        response_model=VoiceOut,
+        responses={
+            **_SESSION_ERRORS,
+            **_UNAVAILABLE,
+            400: {"model": ErrorOut, "description": "the multipart body could not be read"},
+            409: {"model": ErrorOut, "description": "the session has ended"},
+            413: {"model": ErrorOut, "description": "the audio file is larger than 25 MB"},
+            415: {"model": ErrorOut, "description": "the file is not audio"},
+        },
+        openapi_extra=_VOICE_BODY,
+        summary="Send a voice note and get the reply, with what was heard",
+    )
+    async def voice(
+        session_id: SessionId, request: Request, owner: str = owner_dependency
+    ) -> VoiceOut:
+        record = await owned(session_id, owner)
+        if record.ended_at is not None:
+            raise _ended()
+        limited = await channel.web_limits.rest_message(owner, record.id)
+        if limited is not None:
+            raise _too_many(limited)
+        upload = await read_voice_upload(request)
+        inbound = channel.voice_inbound(record.id, upload)
+        result = await converse(inbound)
+        transcript = await _store(channel.transcript(result.inbound_id))
+        return VoiceOut(**_chat_out(record.id, result).model_dump(), transcript=transcript)
 
     @router.post(
         "/rag/query",
