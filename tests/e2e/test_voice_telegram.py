@@ -13,9 +13,8 @@ from core.i18n import tr
 from core.loan import emi
 from core.money import format_money
 from tests.support.audio import speak
-from tests.support.desk import Desk, eventually, running_desk
+from tests.support.desk import Desk, running_desk
 from tests.support.groq_server import GroqStandIn, audio_error, heard
-from tests.support.groq_server import text as llm_text
 from tests.support.slack_server import SlackStandIn
 from tests.support.telegram_server import TelegramServer
 
@@ -183,36 +182,13 @@ async def test_kept_audio_when_asked(
         assert bytes(clip.data) == speech.data and clip.filename.endswith(".ogg")
 
 
-async def test_a_note_stored_before_a_crash_is_heard_after_the_restart_once(
+async def test_a_round_video_is_heard_too(
     tmp_path: Path, telegram_api: TelegramServer, slack_api: SlackStandIn, groq_server: GroqStandIn
 ) -> None:
-    first, second = speak(ASK), speak(INCOME)
-    # The first process stops while the first note is being transcribed.
-    groq_server.hear(heard(ASK, delay=30))
+    speech = speak(ASK, fmt="m4a")  # MPEG-4 audio, as a round video's sound track is stored
+    groq_server.hear(heard(ASK))
     async with running_desk(tmp_path, telegram_api, slack_api, **groq(groq_server)) as desk:
-        await desk.push_voice(CHAT, first.data, first.duration)
-        await eventually(lambda: len(groq_server.audio_requests) == 1, "transcribing")
-    assert desk.telegram_texts(CHAT) == []
-    groq_server.heard.clear()
-    groq_server.hear(heard(ASK), heard("my salary is 1.5 lakh a month"))
-    # The next process hears it at startup; the second note's reply is then held up by a slow
-    # model, and that process stops too, the second transcript stored, its reply not sent.
-    async with running_desk(tmp_path, telegram_api, slack_api, **groq(groq_server)) as desk:
-        await eventually(lambda: desk.telegram_texts(CHAT), "the first note answered")
+        await desk.voice(CHAT, speech.data, speech.duration, kind="video_note", mime="video/mp4")
         assert "monthly income" in desk.telegram_texts(CHAT)[-1]
-        assert len(groq_server.audio_requests) == 2  # heard once after the restart
-        groq_server.script(llm_text("slow", delay=30))
-        await desk.push_voice(CHAT, second.data, second.duration)
-        await eventually(lambda: len(groq_server.audio_requests) == 3, "second transcription")
-        await eventually(
-            lambda: len(groq_server.requests) == len(groq_server.audio_requests) - 1 + 1,
-            "the model asked for the reply",
-        )
-    replies = len(desk.telegram_texts(CHAT))
-    async with running_desk(tmp_path, telegram_api, slack_api, **groq(groq_server)) as desk:
-        await eventually(lambda: len(desk.telegram_texts(CHAT)) > replies, "the quote")
-        await desk.runtime.service.idle()
-        # The stored transcript was used: no fourth transcription, and one quote.
-        assert len(groq_server.audio_requests) == 3
-        quotes = [t for t in desk.telegram_texts(CHAT) if "EMI:" in t]
-        assert len(quotes) == 1 and _expected_emi(desk, 2_500_000, 240) in quotes[0]
+        [request] = groq_server.audio_requests
+        assert request.data == speech.data and request.filename == "video_note.mp4"
