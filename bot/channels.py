@@ -146,4 +146,5 @@ def build_slack(runtime: Runtime) -> SlackChannel | None:
         handoffs=runtime.handoffs,
         admin=runtime.admin,
         replay=replay,
+        transcriber=runtime.transcriber,
     )

@@ -285,7 +285,10 @@ class VoiceNotes:
 
     async def __call__(self, turn: Turn) -> Decision | None:
         data = turn.data
-        retrying = turn.command is not None and turn.command.name == "retry"
+        # "retry" as a word too: Slack takes a typed /retry for a slash command of its own.
+        retrying = (turn.command is not None and turn.command.name == "retry") or (
+            turn.command is None and data.text.strip().lower() == "retry"
+        )
         if retrying:
             found = await self._untranscribed(data.conversation_id)
             if found is None:

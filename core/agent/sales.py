@@ -47,7 +47,9 @@ class SalesAssistant:
         emi_match = _EMI.match(text)
         if emi_match:
             try:
-                request = parse_emi_args(emi_match.group(1).split())
+                # Spoken requests arrive punctuated ("EMI 25 lakh, 8.5%, 240."): the stops go.
+                words = [w.strip(".,;:!?") for w in emi_match.group(1).split()]
+                request = parse_emi_args([w for w in words if w])
             except DeskInputError as exc:
                 return AgentResult(Reply(str(exc)), state)
             return AgentResult(emi_reply(request, self.currency), state)

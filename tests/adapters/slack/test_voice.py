@@ -35,7 +35,7 @@ ROOM = "C0CHANNEL01"
 ASK = "What is the processing fee on a car loan?"
 EMI_SAID = "EMI for twenty five lakh at eight point five percent, two hundred forty months"
 # What Whisper writes (the desk's EMI reads "AMOUNT RATE MONTHS" and no trailing full stop).
-EMI_HEARD = "EMI 25 lakh 8.5% 240"
+EMI_HEARD = "EMI 25 lakh, 8.5%, 240."  # as Whisper punctuates speech
 _serial = itertools.count(1)
 
 
@@ -304,7 +304,7 @@ async def test_a_reps_voice_clip_reaches_the_customer_as_its_transcript(
     speech = speak(said, fmt="webm")
     async with running_desk(tmp_path, telegram_api, slack_api, **desk_settings) as desk:
         # The composition root hands the runtime's transcriber to the channel.
-        desk.slack.transcriber = desk.slack.transcriber or desk.runtime.transcriber
+        assert desk.slack.transcriber is desk.runtime.transcriber is not None
         card = await _claimed(desk)
         clip = slack_api.add_file(
             speech.data, "audio_message", "audio/webm", user=REP_A, subtype="slack_audio"
