@@ -33,6 +33,11 @@ class Product:
     part_prepayment_charge_percent: Decimal
     foreclosure_charge_percent: Decimal
     min_emis_before_foreclosure: int
+    # "fixed" or "floating", as the Key Facts Statement names the rate type.
+    rate_type: str = "fixed"
+    # GST charged on the processing fee, in percent (the catalogue's own figure unless the
+    # product sets one).
+    gst_percent: Decimal = Decimal(18)
 
     def processing_fee(self, amount: Decimal | int) -> Decimal:
         fee = Decimal(amount) * self.processing_fee_percent / 100
@@ -40,10 +45,27 @@ class Product:
 
 
 @dataclass(frozen=True)
+class Grievance:
+    """Where a customer complains, and how it escalates (from the grievance-redress document)."""
+
+    email: str
+    care_hours: str
+    level1_days: int
+    level2_days: int
+    ombudsman_after_days: int
+    ombudsman_url: str
+
+
+@dataclass(frozen=True)
 class Catalogue:
     currency: str
     max_emi_to_income: Decimal
     products: dict[str, Product]
+    lender: str = "Esoteric"
+    # The cooling-off (look-up) period of RBI's digital lending rules: the customer may exit
+    # the loan in it by repaying principal and proportionate interest, without a penalty.
+    look_up_days: int = 3
+    grievance: Grievance | None = None
 
     def get(self, product_id: str) -> Product:
         try:
@@ -53,7 +75,7 @@ class Catalogue:
             raise CatalogueError(f"unknown product {product_id!r}; known: {known}") from None
 
 
-def _product(pid: str, raw: dict[str, Any]) -> Product:
+def _product(pid: str, raw: dict[str, Any], gst_percent: Decimal) -> Product:
     try:
         product = Product(
             id=pid,
@@ -72,6 +94,8 @@ def _product(pid: str, raw: dict[str, Any]) -> Product:
             part_prepayment_charge_percent=Decimal(str(raw["part_prepayment_charge_percent"])),
             foreclosure_charge_percent=Decimal(str(raw["foreclosure_charge_percent"])),
             min_emis_before_foreclosure=int(raw["min_emis_before_foreclosure"]),
+            rate_type=str(raw.get("rate_type", "fixed")),
+            gst_percent=Decimal(str(raw.get("gst_percent", gst_percent))),
         )
     except (KeyError, ValueError, ArithmeticError) as exc:
         raise CatalogueError(f"product {pid!r} is incomplete or invalid: {exc}") from exc
@@ -79,7 +103,27 @@ def _product(pid: str, raw: dict[str, Any]) -> Product:
         raise CatalogueError(f"product {pid!r}: amount limits are inconsistent")
     if not 0 < product.min_tenure_months <= product.max_tenure_months:
         raise CatalogueError(f"product {pid!r}: tenure limits are inconsistent")
+    if product.rate_type not in ("fixed", "floating"):
+        raise CatalogueError(f"product {pid!r}: rate_type must be 'fixed' or 'floating'")
+    if product.gst_percent < 0:
+        raise CatalogueError(f"product {pid!r}: gst_percent cannot be negative")
     return product
+
+
+def _grievance(raw: dict[str, Any] | None) -> Grievance | None:
+    if raw is None:
+        return None
+    try:
+        return Grievance(
+            email=str(raw["email"]),
+            care_hours=str(raw["care_hours"]),
+            level1_days=int(raw["level1_days"]),
+            level2_days=int(raw["level2_days"]),
+            ombudsman_after_days=int(raw["ombudsman_after_days"]),
+            ombudsman_url=str(raw["ombudsman_url"]),
+        )
+    except (KeyError, ValueError) as exc:
+        raise CatalogueError(f"grievance contacts are incomplete or invalid: {exc}") from exc
 
 
 def parse_catalogue(text: str) -> Catalogue:
@@ -87,13 +131,23 @@ def parse_catalogue(text: str) -> Catalogue:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CatalogueError(f"catalogue is not valid TOML: {exc}") from exc
-    products = {pid: _product(pid, raw) for pid, raw in data.get("products", {}).items()}
+    try:
+        gst_percent = Decimal(str(data.get("gst_percent", "18")))
+        look_up_days = int(data.get("look_up_days", 3))
+    except (ValueError, ArithmeticError) as exc:
+        raise CatalogueError(f"catalogue gst_percent or look_up_days is invalid: {exc}") from exc
+    products = {
+        pid: _product(pid, raw, gst_percent) for pid, raw in data.get("products", {}).items()
+    }
     if not products:
         raise CatalogueError("catalogue lists no products")
     return Catalogue(
         currency=str(data.get("currency", "INR")),
         max_emi_to_income=Decimal(str(data.get("max_emi_to_income", "0.5"))),
         products=products,
+        lender=str(data.get("lender", "Esoteric")),
+        look_up_days=look_up_days,
+        grievance=_grievance(data.get("grievance")),
     )
 
 
