@@ -416,6 +416,8 @@ class ConversationService:
             meta["citations"] = [c.as_dict() for c in reply.citations]
         if reply.choices:
             meta["choices"] = [{"label": c.label, "value": c.value} for c in reply.choices]
+        if reply.document is not None:
+            meta["document"] = reply.document.payload()  # what the customer was sent
         close = meta.get("close")
         answer = Answer(
             reply.text,

@@ -583,6 +583,8 @@ class CustomerCommands:
             return Decision(result)
         if name == "human":
             return Decision(self.scripted.ask_consent(state, wants_human=True))
+        if name == "quote":
+            return Decision(self.scripted.quote_pdf(state, lang))
         if name == "language":
             return Decision(self._language(turn.command.arg_text, state, lang))
         return Decision(

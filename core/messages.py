@@ -131,6 +131,52 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class QuoteDocument:
+    """A quote to send as a PDF with a reply: the inputs that rebuild it exactly (the same
+    bytes every time, ``core.quote.quote_pdf``) and the figures the customer received, stored
+    with the reply so that what was sent can be shown later."""
+
+    product: str
+    amount: str
+    tenure_months: int
+    annual_rate: str
+    quote_date: str  # ISO date
+    language: str = "en"
+    reference: str = ""
+    figures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.reference or 'quote'}.pdf"
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "kind": "quote",
+            "product": self.product,
+            "amount": self.amount,
+            "tenure_months": self.tenure_months,
+            "annual_rate": self.annual_rate,
+            "quote_date": self.quote_date,
+            "language": self.language,
+            "reference": self.reference,
+            "figures": dict(self.figures),
+        }
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> QuoteDocument:
+        return cls(
+            str(data["product"]),
+            str(data["amount"]),
+            int(data["tenure_months"]),
+            str(data["annual_rate"]),
+            str(data["quote_date"]),
+            str(data.get("language") or "en"),
+            str(data.get("reference") or ""),
+            {str(k): str(v) for k, v in (data.get("figures") or {}).items()},
+        )
+
+
+@dataclass(frozen=True)
 class Reply:
     """What the bot says: text in a small markdown subset (**bold**, lists, line breaks)."""
 
@@ -140,6 +186,8 @@ class Reply:
     request_contact: bool = False
     # The previous reply asked for the contact (a reply keyboard on Telegram): take it away.
     remove_keyboard: bool = False
+    # A quote sent with the text as a PDF (channels that cannot send files link or skip it).
+    document: QuoteDocument | None = None
 
     def payload(self) -> dict[str, Any]:
         """The reply as the outbox stores it (JSON)."""
@@ -152,6 +200,8 @@ class Reply:
             data["request_contact"] = True
         if self.remove_keyboard:
             data["remove_keyboard"] = True
+        if self.document is not None:
+            data["document"] = self.document.payload()
         return data
 
     @classmethod
@@ -174,4 +224,5 @@ class Reply:
             ),
             bool(data.get("request_contact")),
             bool(data.get("remove_keyboard")),
+            QuoteDocument.from_payload(data["document"]) if data.get("document") else None,
         )

@@ -28,6 +28,7 @@ from functools import cached_property
 from core.catalogue import Catalogue, Grievance
 from core.errors import CatalogueError, InputError
 from core.loan import PAISA, Instalment, amortisation, emi
+from core.messages import QuoteDocument
 
 # The schedule shows every month of the first five years, then one row per year; the annex
 # lists every month.
@@ -277,3 +278,43 @@ def build_quote(
         grievance=catalogue.grievance,
         schedule=schedule,
     )
+
+
+def quote_document(quote: Quote, language: str = "en") -> QuoteDocument:
+    """What a reply carries to send ``quote`` as a PDF: its inputs (to rebuild it exactly) and
+    the figures the customer receives (stored with the reply)."""
+    return QuoteDocument(
+        product=quote.product_id,
+        amount=str(quote.amount),
+        tenure_months=quote.tenure_months,
+        # Empty when the catalogue's rate: rebuilt from the catalogue as it was.
+        annual_rate="" if quote.rate_from_catalogue else str(quote.annual_rate),
+        quote_date=quote.quote_date.isoformat(),
+        language=language,
+        reference=quote.reference,
+        figures={
+            "emi": str(quote.emi),
+            "apr": str(quote.apr),
+            "total_interest": str(quote.total_interest),
+            "total_repayment": str(quote.total_repayment),
+            "processing_fee": str(quote.processing_fee),
+            "gst_on_fee": str(quote.gst_on_fee),
+            "net_disbursal": str(quote.net_disbursal),
+        },
+    )
+
+
+def quote_pdf(catalogue: Catalogue, document: QuoteDocument) -> tuple[str, bytes]:
+    """The PDF a reply's document stands for: the quote rebuilt from its inputs (the same
+    figures and bytes as when it was first made) and rendered. Returns (filename, bytes)."""
+    from core.quote_pdf import render_quote_pdf  # fpdf2 loads only when a PDF is made
+
+    quote = build_quote(
+        catalogue,
+        document.product,
+        Decimal(document.amount),
+        document.tenure_months,
+        quote_date=date.fromisoformat(document.quote_date),
+        annual_rate=Decimal(document.annual_rate) if document.annual_rate else None,
+    )
+    return document.filename, render_quote_pdf(quote, document.language)

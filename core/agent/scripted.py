@@ -10,16 +10,18 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from core.agent.base import AgentResult, LeadDraft, TurnContext
 from core.agent.sales import SalesAssistant
 from core.catalogue import Catalogue, Product, ProductMatcher
+from core.errors import InputError
 from core.i18n import CHOSEN_KEY, LANGUAGES, N_, STATE_KEY, follow_language, tr
 from core.knowledge.gate import KnowledgeNotReady
 from core.loan import eligibility, summarise
-from core.messages import Choice, Citation, Reply
+from core.messages import Choice, Citation, Reply, utcnow
 from core.money import format_money
 from core.numbers import (
     parse_amount,
@@ -28,6 +30,7 @@ from core.numbers import (
     parse_tenure_months,
     parse_yes_no,
 )
+from core.quote import build_quote, quote_document
 from core.slots import Slots, extract_slots
 
 # Stages, in the order a quote is built.
@@ -159,6 +162,41 @@ class ScriptedAgent:
         """The conversation's language: detected or chosen, else the configured default."""
         lang = state.get(STATE_KEY)
         return lang if lang in LANGUAGES else self.config.default_language
+
+    def quote_pdf(self, state: dict[str, Any], lang: str) -> AgentResult:
+        """/quote: the conversation's latest quote as a PDF (the Key Facts Statement)."""
+        product, amount, tenure = state.get("product"), state.get("amount"), state.get("tenure")
+        if not (product and amount and tenure):
+            return AgentResult(
+                Reply(
+                    tr(
+                        lang,
+                        "There is no quote yet. Tell me the loan, the amount and the tenure, and "
+                        "I'll make one you can download.",
+                    )
+                ),
+                state,
+            )
+        when = state.get("quote_date") or utcnow().date().isoformat()
+        try:
+            quote = build_quote(
+                self.catalogue,
+                str(product),
+                Decimal(str(amount)),
+                int(tenure),
+                quote_date=date.fromisoformat(str(when)),
+            )
+        except InputError as exc:
+            return AgentResult(Reply(str(exc)), state)
+        document = quote_document(quote, lang)
+        text = tr(
+            lang,
+            "Here is your quote as a PDF (reference {reference}). It is a quote, not a sanction.",
+            reference=quote.reference,
+        )
+        return AgentResult(
+            Reply(text, document=document), state, meta={"document": document.payload()}
+        )
 
     def follow_language(self, state: dict[str, Any], text: str) -> str:
         """The language to answer ``text`` in: the one it is clearly written in, unless the
@@ -647,12 +685,15 @@ class ScriptedAgent:
         lines.append("")
         lines.append(tr(lang, "Would you like a loan advisor to call you about this? (yes/no)"))
         state.update(stage=OFFER, emi=str(summary.emi), eligible=check.eligible)
+        # The day of the quote: its PDF (/quote) is the same document whenever it is asked for.
+        state["quote_date"] = utcnow().date().isoformat()
         return AgentResult(
             Reply(
                 "\n".join(lines),
                 choices=(
                     Choice(tr(lang, "Yes, call me"), "yes"),
                     Choice(tr(lang, "No, thanks"), "no"),
+                    Choice(tr(lang, "Get this as PDF"), "/quote"),
                 ),
             ),
             state,
