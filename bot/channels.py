@@ -3,12 +3,14 @@ that channels can be added without touching each other."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from adapters.base import ChannelAdapter
 from bot.runtime import Runtime
 from core.errors import ConfigError
 from core.fanout import fanout_for
+from core.quote import quote_pdf
 from core.ratelimit import RateLimits
 from core.store.leader import LeaderLock
 
@@ -96,7 +98,13 @@ def build_telegram(runtime: Runtime, *, receive: bool = True) -> ChannelAdapter 
     # Telegram's limits are the bot's, not a process's: shared through Redis when it is set.
     budget = send_budget_for(settings.redis_url, config.messages_per_second)
     runtime.close_later(budget.aclose)
-    return TelegramChannel(runtime.service, config, leader=leader, budget=budget)
+    return TelegramChannel(
+        runtime.service,
+        config,
+        leader=leader,
+        budget=budget,
+        documents=partial(quote_pdf, runtime.catalogue),
+    )
 
 
 def build_slack(runtime: Runtime) -> SlackChannel | None:

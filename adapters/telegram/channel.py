@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from telegram import (
     Bot,
     ChatMemberUpdated,
+    InputFile,
     ReplyKeyboardRemove,
     Update,
 )
@@ -45,7 +46,7 @@ from adapters.telegram.render import (
 from adapters.telegram.transport import AiohttpRequest
 from core.conversation import ConversationService
 from core.errors import ChannelError, ConfigError, EsotericError, StoreUnavailable
-from core.messages import Reply, Target
+from core.messages import QuoteDocument, Reply, Target
 from core.ports import ReplyStream
 from core.ratelimit import SharedStateUnavailable
 from core.sendbudget import LocalSendBudget, SendBudget
@@ -146,9 +147,12 @@ class TelegramChannel:
         *,
         leader: LeaderLock | None = None,
         budget: SendBudget | None = None,
+        documents: Callable[[QuoteDocument], tuple[str, bytes]] | None = None,
     ) -> None:
         self.service = service
         self.config = config
+        # Renders a reply's quote as (filename, PDF bytes): ``core.quote.quote_pdf``.
+        self.documents = documents
         # Long polling with several processes: only the leader polls.
         self.leader = leader
         self.codec = CallbackCodec()
@@ -166,6 +170,31 @@ class TelegramChannel:
         self._unsettled: set[int] = set()
         self._settled = asyncio.Event()
         self._settled.set()
+
+    # -- documents -------------------------------------------------------------------------------
+
+    async def _send_document(self, target: Target, document: QuoteDocument) -> None:
+        """A reply's quote as a PDF, with ``sendDocument`` after its text. Rendered off the
+        event loop (a long schedule takes tens of milliseconds)."""
+        if self.documents is None:
+            log.warning("no document renderer; quote %s not sent as a file", document.reference)
+            return
+        filename, data = await asyncio.to_thread(self.documents, document)
+        bot = self._api
+        chat, group = target.chat_key, is_group(target.chat_key)
+        try:
+            await self.caller.call(
+                "sendDocument",
+                lambda: bot.send_document(
+                    chat_id=int(chat),
+                    document=InputFile(data, filename=filename),
+                    message_thread_id=self._thread(target),
+                ),
+                chat=chat,
+                group=group,
+            )
+        except BadRequest as exc:
+            raise ChannelError(f"sendDocument: {exc.message}") from exc
 
     # -- voice notes -----------------------------------------------------------------------------
 
@@ -530,6 +559,8 @@ class TelegramChannel:
                 await self._send_chunk(
                     target, chunk, markup if last else None, reply_to if index == 0 else None
                 )
+            if reply.document is not None:
+                await self._send_document(target, reply.document)
         except ChatBlocked:
             await self._close_blocked(target)
             raise

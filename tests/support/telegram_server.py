@@ -201,6 +201,8 @@ class TelegramServer:
         self.webhook_statuses: list[int] = []
         # Paths of files the bot downloaded (the file route).
         self.downloads: list[str] = []
+        # Documents the bot sent: (chat id, filename, bytes).
+        self.documents: list[tuple[str, str, bytes]] = []
         self.port = 0
         self._changed = asyncio.Condition()
         self._closing = asyncio.Event()
@@ -384,6 +386,10 @@ class TelegramServer:
         else:
             form = await request.post()
             params = {k: _decode(v) for k, v in form.items() if isinstance(v, str)}
+            # Files a bot uploads (sendDocument's multipart): kept whole, by field name.
+            uploads = {k: v for k, v in form.items() if isinstance(v, web.FileField)}
+            for name, upload in uploads.items():
+                params[name] = {"filename": upload.filename, "data": upload.file.read()}
         bot = self.bots.get(token)
         if bot is None:
             status, body = 401, _error(401, "Unauthorized")
@@ -413,6 +419,28 @@ class TelegramServer:
     @staticmethod
     def _ok(result: Any) -> tuple[int, dict[str, Any]]:
         return 200, {"ok": True, "result": result}
+
+    async def _api_sendDocument(self, bot: StandInBot, params: dict[str, Any]) -> Any:
+        document = params.get("document")
+        if not isinstance(document, dict) or not document.get("data"):
+            return 400, _error(400, "Bad Request: there is no document in the request")
+        message_id = next(bot.message_ids)
+        chat_id = params.get("chat_id")
+        self.documents.append((str(chat_id), str(document["filename"]), bytes(document["data"])))
+        return self._ok(
+            {
+                "message_id": message_id,
+                "date": 1767225600,
+                "chat": {"id": int(str(chat_id)), "type": "private"},
+                "document": {
+                    "file_id": f"doc-{message_id}",
+                    "file_unique_id": f"udoc-{message_id}",
+                    "file_name": document["filename"],
+                    "mime_type": "application/pdf",
+                    "file_size": len(document["data"]),
+                },
+            }
+        )
 
     async def _api_getFile(self, bot: StandInBot, params: dict[str, Any]) -> Any:
         file_id = str(params.get("file_id", ""))
