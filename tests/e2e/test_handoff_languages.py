@@ -55,6 +55,7 @@ async def test_a_customer_hands_over_and_back_in_their_language(
         assert _buttons(telegram_api, chat) == [
             tr(language, "Yes, call me"),
             tr(language, "No, thanks"),
+            tr(language, "Get this as PDF"),
         ]
 
         await desk.customer(chat, "/human")

@@ -50,8 +50,8 @@ async def test_hindi_conversation_is_answered_in_hindi_with_the_exact_emi(
     assert tr("hi", "- **EMI: {emi} per month**", emi=expected) in quote.text
     assert f"**EMI: {expected} प्रति माह**" in quote.text
     assert "₹25,00,000" in quote.text  # Indian grouping, digits untranslated
-    assert [c.label for c in quote.choices] == ["हाँ, कॉल करें", "नहीं, धन्यवाद"]
-    assert [c.value for c in quote.choices] == ["yes", "no"]
+    assert [c.label for c in quote.choices] == ["हाँ, कॉल करें", "नहीं, धन्यवाद", "इसे PDF में पाएँ"]
+    assert [c.value for c in quote.choices] == ["yes", "no", "/quote"]
     # The greeting's product buttons were in Hindi too, and still choose the product.
     greeting = port.sent[0][1]
     assert greeting.choices[0].label == "होम लोन"
@@ -76,7 +76,11 @@ async def test_hinglish_conversation_is_answered_from_the_hinglish_catalogue(
     quote = port.sent[-1][1]
     assert f"- **EMI: {expected} har mahine**" in quote.text
     assert "- Tenure: 180 mahine (15 saal)" in quote.text
-    assert [c.label for c in quote.choices] == ["Haan, call karein", "Nahi, shukriya"]
+    assert [c.label for c in quote.choices] == [
+        "Haan, call karein",
+        "Nahi, shukriya",
+        "Isse PDF mein paayein",
+    ]
     assert not DEVANAGARI.search(quote.text)
 
 
@@ -88,7 +92,11 @@ async def test_english_conversation_is_unchanged(database: Database) -> None:
     )
     expected = format_money(emi(2_500_000, HOME.annual_rate, 240))
     assert f"- **EMI: {expected} per month**" in port.texts[-1]
-    assert [c.label for c in port.sent[-1][1].choices] == ["Yes, call me", "No, thanks"]
+    assert [c.label for c in port.sent[-1][1].choices] == [
+        "Yes, call me",
+        "No, thanks",
+        "Get this as PDF",
+    ]
     assert port.sent[0][1].choices[0].value == "I need a home loan"
 
 

@@ -28,7 +28,7 @@ async def test_a_hindi_conversation_with_buttons_reaches_the_exact_emi(bot: Tele
 
     assert f"<b>EMI: {expected_emi(2_500_000, 240)} प्रति माह</b>" in answer.text
     assert "• लोन राशि: ₹25,00,000" in answer.text
-    assert set(buttons(answer)) == {"हाँ, कॉल करें", "नहीं, धन्यवाद"}
+    assert set(buttons(answer)) == {"हाँ, कॉल करें", "नहीं, धन्यवाद", "इसे PDF में पाएँ"}
     assert all(DEVANAGARI.search(text) for text in bot.server.texts(ASHA))
     assert all(c.status == 200 for c in bot.server.calls_to("sendMessage", ASHA, ok=None))
 
