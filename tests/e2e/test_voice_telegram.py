@@ -13,7 +13,7 @@ from core.i18n import tr
 from core.loan import emi
 from core.money import format_money
 from tests.support.audio import speak
-from tests.support.desk import Desk, running_desk
+from tests.support.desk import REP_A, Desk, running_desk
 from tests.support.groq_server import GroqStandIn, audio_error, heard
 from tests.support.slack_server import SlackStandIn
 from tests.support.telegram_server import TelegramServer
@@ -192,3 +192,31 @@ async def test_a_round_video_is_heard_too(
         assert "monthly income" in desk.telegram_texts(CHAT)[-1]
         [request] = groq_server.audio_requests
         assert request.data == speech.data and request.filename == "video_note.mp4"
+
+
+async def test_an_uncertain_note_is_said_back(
+    tmp_path: Path, telegram_api: TelegramServer, slack_api: SlackStandIn, groq_server: GroqStandIn
+) -> None:
+    speech = speak(ASK)
+    groq_server.hear(heard(ASK, avg_logprob=-1.3))  # Whisper was unsure of what it heard
+    async with running_desk(tmp_path, telegram_api, slack_api, **groq(groq_server)) as desk:
+        await desk.voice(CHAT, speech.data, speech.duration)
+        reply = desk.telegram_texts(CHAT)[-1]
+        assert reply.startswith(f'You said: "{ASK}"\n\n') and "monthly income" in reply
+
+
+async def test_a_voice_note_during_a_handoff_reaches_the_rep_as_its_transcript(
+    tmp_path: Path, telegram_api: TelegramServer, slack_api: SlackStandIn, groq_server: GroqStandIn
+) -> None:
+    speech = speak("Can I add my wife as a co-applicant?")
+    async with running_desk(tmp_path, telegram_api, slack_api, **groq(groq_server)) as desk:
+        await desk.customer(CHAT, "/human")
+        card = str(desk.cards()[-1]["ts"])
+        handoff = str(await desk.scalar("SELECT max(id) FROM handoffs"))
+        await desk.click(REP_A, "esoteric_handoff_claim", handoff, card)
+        groq_server.hear(heard("Can I add my wife as a co-applicant?"))
+        asked = len(groq_server.requests)
+        await desk.voice(CHAT, speech.data, speech.duration)
+        await desk.slack.idle()
+        assert desk.thread(card)[-1].endswith(":* (voice note) Can I add my wife as a co-applicant?")
+        assert len(groq_server.requests) == asked  # the bot stays quiet while the rep has it
