@@ -19,13 +19,22 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.conversation import ConversationService, TurnOutcome
 from core.errors import ChatEnded, StoreUnavailable
 from core.fanout import FanOut, LocalFanOut, Subscription
 from core.knowledge.types import Hit
-from core.messages import Attachment, Inbound, Reply, Target, parse_command, utcnow
+from core.messages import (
+    Attachment,
+    Inbound,
+    QuoteDocument,
+    Reply,
+    Target,
+    parse_command,
+    utcnow,
+)
 from core.ports import ReplyStream
 from core.ratelimit import RateLimits
 from core.sessions import (
@@ -36,8 +45,9 @@ from core.sessions import (
     find_session,
     session_view,
 )
+from core.store import repository as repo
 from core.store.database import Database
-from core.store.models import Message
+from core.store.models import Conversation, Message
 
 from .limits import WebLimits
 from .models import reply_frame
@@ -429,6 +439,37 @@ class WebChannel:
         self._turns.add(task)
         task.add_done_callback(self._turns.discard)
 
+    # -- quotes --------------------------------------------------------------------------------
+
+    async def latest_quote(self, record: SessionRecord) -> QuotePdf | None:
+        """The session's latest quote as a PDF, or ``None`` when its conversation has none (no
+        product, amount and tenure yet). Built from the conversation's state exactly as the
+        customer's /quote builds it (the same document, the same bytes), rendered on a thread,
+        and the send recorded in the audit log with the figures the customer received."""
+        found = await self.db.run(_latest_state, record.id)
+        if found is None:
+            return None
+        conversation_id, state = found
+        scripted = self.service.scripted
+        document = scripted.quote_pdf(state, scripted.language(state)).reply.document
+        if document is None:
+            return None
+        from core.quote import quote_pdf  # fpdf2 loads only when a PDF is made
+
+        filename, data = await asyncio.to_thread(quote_pdf, scripted.catalogue, document)
+        async with self.db.transaction() as session:
+            repo.audit(
+                session,
+                # The session id is as good as a password: its tag, as in the logs.
+                f"api:{session_tag(record.id)}",
+                "quote_pdf",
+                "ok",
+                f"conversation:{conversation_id}",
+                document.payload(),
+                self.clock(),
+            )
+        return QuotePdf(filename, data, document)
+
     # -- retrieval -------------------------------------------------------------------------------
 
     async def search(self, query: str, k: int) -> list[Hit]:
@@ -436,6 +477,26 @@ class WebChannel:
             raise KnowledgeMissing(self.knowledge_problem or "no knowledge base is configured")
         hits: list[Hit] = await self.knowledge.search(query, k)
         return hits
+
+
+@dataclass(frozen=True)
+class QuotePdf:
+    """A quote's PDF as sent: its file name (the reference), bytes, and what it stands for."""
+
+    filename: str
+    data: bytes
+    document: QuoteDocument
+
+
+def _latest_state(session: Session, session_id: str) -> tuple[int, dict[str, Any]] | None:
+    """The id and state of the session's latest conversation, if it has one."""
+    row = session.execute(
+        select(Conversation.id, Conversation.state)
+        .where(Conversation.channel == CHANNEL, Conversation.chat_key == session_id)
+        .order_by(Conversation.id.desc())
+        .limit(1)
+    ).first()
+    return (row.id, dict(row.state or {})) if row is not None else None
 
 
 def _stored_transcript(session: Session, message_id: int) -> str | None:

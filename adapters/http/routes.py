@@ -131,6 +131,25 @@ _VOICE_BODY: dict[str, Any] = {
 }
 
 
+_QUOTE_PDF: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the quote (Key Facts Statement) as a PDF, named after its reference",
+        "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {
+            "Content-Disposition": {
+                "description": 'attachment; filename="<reference>.pdf"',
+                "schema": {"type": "string"},
+            }
+        },
+    },
+    404: {
+        "model": ErrorOut,
+        "description": "no such session for this API key, or its conversation has no quote yet",
+    },
+}
+NO_QUOTE = "this session has no quote yet: tell the bot the loan, the amount and the tenure first"
+
+
 def _unavailable(detail: str, retry_after: int = 5) -> HTTPException:
     return HTTPException(503, detail, headers={"Retry-After": str(retry_after)})
 
@@ -291,6 +310,27 @@ def build_router(channel: WebChannel) -> APIRouter:
         result = await converse(inbound)
         transcript = await _store(channel.transcript(result.inbound_id))
         return VoiceOut(**_chat_out(record.id, result).model_dump(), transcript=transcript)
+
+    @router.get(
+        "/sessions/{session_id}/quote.pdf",
+        response_class=Response,
+        responses={**_QUOTE_PDF, **_UNAVAILABLE},
+        summary="The session's latest quote as a PDF (404 when there is none)",
+    )
+    async def quote_pdf(session_id: SessionId, owner: str = owner_dependency) -> Response:
+        record = await owned(session_id, owner)
+        quote = await _store(channel.latest_quote(record))
+        if quote is None:
+            raise HTTPException(404, NO_QUOTE)
+        return Response(
+            quote.data,
+            media_type="application/pdf",
+            headers={
+                "Content-Disposition": f'attachment; filename="{quote.filename}"',
+                # A customer's figures: never kept by a shared cache.
+                "Cache-Control": "private, no-store",
+            },
+        )
 
     @router.post(
         "/rag/query",
