@@ -15,6 +15,8 @@ from bot.settings import Settings, load_settings
 from core.errors import ConfigError, EsotericError
 
 EXIT_CONFIG = 2
+# Bad arguments (argparse's own code for a usage error).
+EXIT_USAGE = 2
 
 log = logging.getLogger("esoteric")
 
@@ -43,7 +45,104 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="every hit whole (text, score, source, heading)"
     )
     kb_sub.add_parser("stats", help="chunks per source")
+    quote = sub.add_parser(
+        "quote",
+        help="write a loan quote (Key Facts Statement) as a PDF; needs no database or network",
+        description="Write a loan quote as a PDF. AMOUNT like 2500000, 25L or '25 lakh'; RATE "
+        "in percent a year (8.5); TENURE in months or years (240, 20y, '20 years').",
+    )
+    quote.add_argument("amount", metavar="AMOUNT", help="the loan amount: 2500000, 25L, '25 lakh'")
+    quote.add_argument("rate", metavar="RATE", help="the interest rate in percent a year: 8.5")
+    quote.add_argument("tenure", metavar="TENURE", help="months or years: 240, 20y, '20 years'")
+    quote.add_argument("--product", default="home", help="the catalogue's product id (home)")
+    quote.add_argument(
+        "--date", metavar="YYYY-MM-DD", help="the date printed on the quote (default today, UTC)"
+    )
+    quote.add_argument("--out", type=Path, required=True, metavar="FILE", help="the PDF to write")
     return parser
+
+
+class _BadQuoteInput(Exception):
+    """An argument of ``esoteric quote`` that cannot be read."""
+
+
+def _quote_inputs(args: argparse.Namespace) -> tuple[Any, Any, int, Any]:
+    """(amount, rate, tenure in months, date) from the command line, or ``_BadQuoteInput``."""
+    from datetime import date
+    from decimal import Decimal, InvalidOperation
+
+    from core.messages import utcnow
+    from core.numbers import parse_amount, parse_tenure_months
+
+    amount = parse_amount(args.amount)
+    if amount is None:
+        raise _BadQuoteInput(
+            f"cannot read the amount {args.amount!r} (try 2500000, 25L, '25 lakh')"
+        )
+    try:
+        rate = Decimal(args.rate.strip().removesuffix("%").strip())
+    except InvalidOperation:
+        rate = None
+    if rate is None or not rate.is_finite():
+        raise _BadQuoteInput(f"cannot read the rate {args.rate!r} (percent a year, like 8.5)")
+    tenure = parse_tenure_months(args.tenure)
+    if tenure is None:
+        raise _BadQuoteInput(f"cannot read the tenure {args.tenure!r} (try 240, 20y, '20 years')")
+    if args.date is None:
+        when = utcnow().date()
+    else:
+        try:
+            when = date.fromisoformat(args.date)
+        except ValueError:
+            raise _BadQuoteInput(f"cannot read the date {args.date!r} (YYYY-MM-DD)") from None
+    return amount, rate, tenure, when
+
+
+def _printable(text: str) -> str:
+    """``text`` as this terminal can print it (a bare C locale has no rupee sign)."""
+    encoding = sys.stdout.encoding or "ascii"
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.replace("₹", "Rs ").encode(encoding, errors="replace").decode(encoding)
+    return text
+
+
+def _quote(args: argparse.Namespace) -> int:
+    """``esoteric quote``: the quote from the bundled catalogue alone, written as a PDF."""
+    import io
+
+    from pypdf import PdfReader
+
+    from core.catalogue import load_catalogue
+    from core.errors import InputError
+    from core.money import format_money
+    from core.quote import build_quote
+    from core.quote_pdf import render_quote_pdf
+
+    try:
+        amount, rate, tenure, when = _quote_inputs(args)
+        catalogue = load_catalogue()
+        quote = build_quote(
+            catalogue, args.product, amount, tenure, quote_date=when, annual_rate=rate
+        )
+    except (_BadQuoteInput, InputError) as exc:
+        print(f"esoteric quote: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    data = render_quote_pdf(quote)
+    try:
+        args.out.write_bytes(data)
+    except OSError as exc:
+        print(f"esoteric quote: cannot write {args.out}: {exc}", file=sys.stderr)
+        return 1
+    pages = len(PdfReader(io.BytesIO(data)).pages)
+    emi = format_money(quote.emi, quote.currency, paise=True)
+    summary = (
+        f"{quote.reference}: EMI {emi} a month for {quote.tenure_months} months, "
+        f"APR {quote.apr}%, {pages} page{'s' if pages != 1 else ''} -> {args.out}"
+    )
+    print(_printable(summary))
+    return 0
 
 
 def _kb_runner(args: argparse.Namespace) -> Callable[[Settings], Coroutine[Any, Any, int]]:
@@ -127,6 +226,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     leave_out_unused_imports()
     args = _parser().parse_args(argv)
+    if args.command == "quote":
+        # Only the bundled catalogue: no settings, database, knowledge base or network.
+        try:
+            return _quote(args)
+        except EsotericError as exc:
+            print(f"esoteric: {exc}", file=sys.stderr)
+            return 1
     try:
         settings = load_settings()
     except ConfigError as exc:
