@@ -1,5 +1,7 @@
 """A stand-in Slack: the Web API methods Esoteric calls, response_url webhooks, shared files
-(``files.info`` and the private download that wants the bot token), and a Socket Mode WebSocket,
+(``files.info`` and the private download that wants the bot token), the bot's own uploads
+(``files.getUploadURLExternal``, the upload URL, ``files.completeUploadExternal``), and a Socket
+Mode WebSocket,
 on 127.0.0.1 with an OS-chosen port. It records every call, enforces the limits real Slack
 enforces (blocks, section text), and can answer 429 with ``Retry-After`` on demand.
 
@@ -39,6 +41,24 @@ class Call:
 
 
 @dataclass
+class Upload:
+    """A file the bot uploads with Slack's external upload flow: reserved by
+    files.getUploadURLExternal, its bytes POSTed to the upload URL, shared by
+    files.completeUploadExternal."""
+
+    file_id: str
+    filename: str
+    length: int
+    data: bytes | None = None  # the bytes POSTed to the upload URL
+    title: str | None = None
+    # Set when completed: where it was shared (no channel: a private file).
+    completed: bool = False
+    channel_id: str | None = None
+    thread_ts: str | None = None
+    initial_comment: str | None = None
+
+
+@dataclass
 class _Failure:
     status: int
     body: dict[str, Any]
@@ -61,6 +81,8 @@ class SlackStandIn:
         self.file_data: dict[str, bytes] = {}
         # Private downloads asked for: (file id, the bearer token sent), served or not.
         self.downloads: list[tuple[str, str]] = []
+        # The bot's uploads by file id, in the order files.getUploadURLExternal reserved them.
+        self.uploads: dict[str, Upload] = {}
         # The only token downloads are served to, when set (any xoxb- token otherwise).
         self.bot_token: str | None = None
         self._failures: dict[str, list[_Failure]] = {}
@@ -79,6 +101,7 @@ class SlackStandIn:
         app.router.add_post("/response/{key}", self._response_url)
         app.router.add_get("/link/", self._socket)
         app.router.add_get("/files-pri/{team_file}/download/{name}", self._download)
+        app.router.add_post("/upload/v1/{key}", self._upload)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -389,6 +412,78 @@ class SlackStandIn:
             content_type=str(file["mimetype"]),
             headers={"Content-Disposition": f'attachment; filename="{file["name"]}"'},
         )
+
+    def shared(self) -> list[Upload]:
+        """The uploads completed into a channel, in the order they were completed."""
+        return [u for u in self.uploads.values() if u.completed]
+
+    def _m_files_getUploadURLExternal(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Reserves a file: ``filename`` and ``length`` (bytes) are required."""
+        filename = str(params.get("filename") or "")
+        try:
+            length = int(params.get("length") or 0)
+        except (TypeError, ValueError):
+            return {"ok": False, "error": "invalid_arguments"}
+        if not filename or length <= 0:
+            return {"ok": False, "error": "invalid_arguments"}
+        self._serial += 1
+        file_id = f"F0UPLOAD{self._serial:04d}"
+        self.uploads[file_id] = Upload(file_id, filename, length)
+        return {
+            "ok": True,
+            "upload_url": f"http://127.0.0.1:{self.port}/upload/v1/{file_id}",
+            "file_id": file_id,
+        }
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """The upload URL: the file's bytes, raw or as a multipart form's one file."""
+        upload = self.uploads.get(request.match_info["key"])
+        if upload is None:
+            return web.Response(status=404, text="Not Found")
+        if request.content_type.startswith("multipart/"):
+            form = await request.post()
+            parts = [v for v in form.values() if isinstance(v, web.FileField)]
+            data = parts[0].file.read() if parts else b""
+        else:
+            data = await request.read()
+        if len(data) != upload.length:
+            # Slack refuses an upload whose size is not the length it was promised.
+            return web.Response(status=400, text="length mismatch")
+        upload.data = data
+        await self._notify()
+        return web.Response(text=f"OK - {len(data)}")
+
+    def _m_files_completeUploadExternal(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Shares uploaded files: ``files`` is a JSON array of ``{"id", "title"}``; with
+        ``channel_id`` (and ``thread_ts``, a reply in that thread) they are shared there."""
+        try:
+            files = params.get("files")
+            items = json.loads(files) if isinstance(files, str) else files
+            ids = [(str(item["id"]), item.get("title")) for item in items]
+        except (TypeError, ValueError, KeyError):
+            return {"ok": False, "error": "invalid_arguments"}
+        if not ids:
+            return {"ok": False, "error": "invalid_arguments"}
+        uploads = []
+        for file_id, title in ids:
+            upload = self.uploads.get(file_id)
+            if upload is None or upload.completed:
+                return {"ok": False, "error": "file_not_found"}
+            if upload.data is None:
+                return {"ok": False, "error": "file_upload_not_completed"}
+            uploads.append((upload, title))
+        channel = str(params.get("channel_id") or "") or None
+        thread_ts = str(params.get("thread_ts") or "") or None
+        if thread_ts and not channel:
+            return {"ok": False, "error": "invalid_arguments"}
+        shown = []
+        for upload, title in uploads:
+            upload.title = str(title) if title else upload.filename
+            upload.completed = True
+            upload.channel_id, upload.thread_ts = channel, thread_ts
+            upload.initial_comment = str(params.get("initial_comment") or "") or None
+            shown.append({"id": upload.file_id, "title": upload.title})
+        return {"ok": True, "files": shown}
 
     # -- response_url ------------------------------------------------------------------------------
 
