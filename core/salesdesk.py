@@ -24,7 +24,7 @@ from core.catalogue import Catalogue, Product
 from core.loan import emi, summarise
 from core.messages import Choice, Citation, Reply, utcnow
 from core.money import format_money
-from core.numbers import parse_amount
+from core.numbers import SCALES, parse_amount, parse_tenure_months
 from core.store import repository as repo
 from core.store.database import Database
 from core.store.models import Lead
@@ -45,6 +45,14 @@ USAGE = {
     "leads": "leads today: the leads captured since midnight UTC",
 }
 
+# Slack's: the quote is a file shared in the channel, which only a channel that sends files can do.
+QUOTE_USAGE = (
+    "quote AMOUNT PRODUCT TENURE: a quote (Key Facts Statement) as a PDF, shared in this "
+    "channel, e.g. quote 25L home 20y (or 25 lakh home loan 240 months)"
+)
+_TENURE_UNITS = frozenset(
+    {"y", "yr", "yrs", "year", "years", "m", "mo", "mos", "month", "months", "mths"}
+)
 
 # The subcommands that show or change customers' data.
 LEAD_COMMANDS = frozenset({"lead", "leads"})
@@ -120,6 +128,61 @@ def parse_emi_args(args: list[str]) -> EmiRequest:
     if not 1 <= months <= MAX_MONTHS:
         raise DeskInputError(f"The tenure must be between 1 and {MAX_MONTHS} months.")
     return EmiRequest(amount, rate, months)
+
+
+@dataclass(frozen=True)
+class QuoteRequest:
+    product_id: str
+    amount: Decimal
+    months: int
+
+
+def _quote_tenure(text: str) -> int | None:
+    # "240m": core.numbers reads "m" after a number as money (millions) only with a number
+    # before a unit word, so months written short are read here.
+    short = re.fullmatch(r"\s*(\d+)\s*(?:m|mo|mos|mths?)\s*", text, re.IGNORECASE)
+    if short:
+        return int(short.group(1))
+    return parse_tenure_months(text)
+
+
+def parse_quote_args(args: list[str], catalogue: Catalogue) -> QuoteRequest:
+    """``AMOUNT PRODUCT TENURE``: "25L home 20y", "25 lakh home loan 20 years", "2500000 home
+    240m". The tenure is the last word (or a number and its unit), the product the words before
+    it back to the amount's last number or scale word ("lakh"), the amount what is left."""
+    usage = "Usage: " + QUOTE_USAGE
+    if len(args) < 3:
+        raise DeskInputError(usage)
+    words = list(args)
+    take = 2 if words[-1].lower() in _TENURE_UNITS and len(words) >= 4 else 1
+    tenure_text = " ".join(words[-take:])
+    words = words[:-take]
+    start = len(words)
+    while start > 1 and re.fullmatch(r"[^\W\d_]+(?:-[^\W\d_]+)*", words[start - 1]):
+        if words[start - 1].lower() in SCALES:
+            break
+        start -= 1
+    amount_text, product_text = " ".join(words[:start]), " ".join(words[start:])
+    if not product_text:
+        raise DeskInputError(usage)
+    amount = None if amount_text.lstrip().startswith("-") else parse_amount(amount_text)
+    if amount is None or amount <= 0:
+        raise DeskInputError(
+            f"I couldn't read the amount {amount_text!r}: write it like 2500000, 25,00,000, 25L "
+            "or 25 lakh. " + usage
+        )
+    product = find_product(catalogue, product_text)
+    if product is None:
+        raise DeskInputError(
+            f"No product matches {product_text!r}. Products: " + ", ".join(catalogue.products)
+        )
+    months = _quote_tenure(tenure_text)
+    if months is None or not 1 <= months <= MAX_MONTHS:
+        raise DeskInputError(
+            f"I couldn't read the tenure {tenure_text!r}: write years (20y, 20 years) or months "
+            "(240m, 240 months)."
+        )
+    return QuoteRequest(product.id, amount, months)
 
 
 def emi_reply(request: EmiRequest, currency: str) -> Reply:
