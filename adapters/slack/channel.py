@@ -57,10 +57,12 @@ from adapters.slack.events import (
     to_inbound,
 )
 from adapters.slack.members import ChannelMembers, MembersUnknown
+from adapters.slack.quotes import QuoteNotShared, SlackQuotes
 from adapters.slack.render import (
     ACTION_PATTERN,
     DESK_PREFIX,
     HANDOFF_ACTION_PATTERN,
+    QUOTE_ACTION,
     SlackMessage,
     lead_card,
     preview,
@@ -69,13 +71,13 @@ from adapters.slack.render import (
 from core.admin import NAMES as ADMIN_NAMES
 from core.admin import AdminService
 from core.conversation import ConversationService
-from core.errors import ChannelError, RetryLater, StoreUnavailable
+from core.errors import ChannelError, InputError, RetryLater, StoreUnavailable
 from core.handoff import CardRef, HandoffService, LeadCard, RelayOutcome
 from core.messages import Attachment, Reply, Target
 from core.ports import ReplyStream
 from core.ratelimit import SharedStateUnavailable
 from core.replay import LocalReplayGuard, ReplayGuard
-from core.salesdesk import COMMAND, Access, SalesDesk
+from core.salesdesk import COMMAND, QUOTE_USAGE, Access, DeskInputError, SalesDesk, parse_quote_args
 from core.voice import (
     MAX_UPLOAD_BYTES,
     SUPPORTED_FORMATS,
@@ -206,6 +208,8 @@ class SlackChannel:
             process_before_response=True,
             request_verification_enabled=not config.socket_mode,
         )
+        # Quotes as PDF files (the files:write scope).
+        self.quotes = SlackQuotes(self.client, desk)
         self.members = (
             ChannelMembers(
                 self.client,
@@ -233,6 +237,7 @@ class SlackChannel:
         self.app.command(COMMAND)(self._on_command)
         self.app.action(re.compile(ACTION_PATTERN))(self._on_action)
         self.app.action(re.compile(HANDOFF_ACTION_PATTERN))(self._on_handoff_action)
+        self.app.action(QUOTE_ACTION)(self._on_quote_action)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -559,7 +564,59 @@ class SlackChannel:
         kind = str(action.get("action_id", "")).rsplit("_", 1)[-1]
         self._spawn(self._handoff_button(kind, value, user, channel), f"handoff-{kind}")
 
+    async def _on_quote_action(
+        self, ack: Any, body: dict[str, Any], action: dict[str, Any]
+    ) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id", ""))
+        container = body.get("container") or {}
+        channel = str((body.get("channel") or {}).get("id") or container.get("channel_id") or "")
+        message = body.get("message") or {}
+        # The card's own thread: the card is a top-level message, its ts the thread's.
+        thread = str(message.get("thread_ts") or message.get("ts") or container.get("message_ts"))
+        value = str(action.get("value") or "")
+        self._spawn(self._quote_button(value, user, channel, thread), "quote-pdf")
+
     # -- background work: the one error funnel --------------------------------------------------
+
+    async def _quote_button(self, value: str, user: str, channel: str, thread: str) -> None:
+        """ "Send quote PDF" on a lead card: the lead's quote shared into the card's thread, for
+        the sales team and admins only (a quote for a lead is lead data)."""
+        if not value.isdigit():
+            return
+        actor, target = f"{CHANNEL}:{user}", f"lead:{value}"
+        notice: str | None = None
+        try:
+            verdict = await self.access(user)
+            if verdict is not Access.GRANTED:
+                await self.desk.record_refusal(actor, "quote_sent", target, verdict)
+                notice = verdict.refusal
+            else:
+                document = await self.quotes.for_lead(int(value))
+                await self.quotes.share(
+                    document,
+                    actor=actor,
+                    channel=channel,
+                    thread_ts=thread,
+                    comment=f"Loan quote {document.reference} for lead #{value} "
+                    f"({self.quotes.summary(document)}), sent by <@{user}>.",
+                    target=target,
+                )
+        except (DeskInputError, InputError) as exc:
+            notice = f"Sorry, I can't quote lead #{value}: {exc}"
+        except QuoteNotShared as exc:
+            log.warning("lead quote not shared: %s", exc, extra={"lead": value})
+            notice = f"Sorry, the quote's PDF could not be shared (Slack said: {exc.error or exc})."
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("lead quote failed", extra={"lead": value})
+            notice = "Sorry, that didn't work on my side. Please try again."
+        if notice is not None:
+            try:
+                await self.send_ephemeral(channel, user, Reply(notice))
+            except ChannelError:
+                log.exception("quote notice not delivered")
 
     async def _handoff_button(self, kind: str, value: str, user: str, channel: str) -> None:
         if self.handoffs is None or not value.isdigit():
@@ -811,6 +868,8 @@ class SlackChannel:
         try:
             if first == "release" and self.handoffs is not None:
                 reply = await self._release_command(user, words[1:])
+            elif first == "quote":
+                reply = await self._quote_command(words[1:], user, channel)
             elif self.admin is not None and first in ADMIN_NAMES - {"help"}:
                 # "help" stays the desk's list; "/esoteric admin help" is the admins' one.
                 reply = await self.admin.run_text(actor, text)
@@ -819,6 +878,7 @@ class SlackChannel:
                 if first == "help":
                     reply = Reply(
                         reply.text
+                        + f"\n- {COMMAND} {QUOTE_USAGE}"
                         + f"\n- {COMMAND} release [ID]: hand a customer back to the bot"
                         + f"\n- {COMMAND} admin help: the admin commands (admins only)",
                         reply.choices,
@@ -832,6 +892,31 @@ class SlackChannel:
             await self.send_ephemeral(channel, user, reply, response_url, replace)
         except ChannelError:
             log.exception("desk answer not delivered")
+
+    async def _quote_command(self, args: list[str], user: str, channel: str) -> Reply:
+        """``/esoteric quote 25L home 20y``: the quote's PDF shared in the channel the command
+        was run in (slash commands cannot be run in a thread); the rep is told what was sent."""
+        try:
+            document = self.quotes.document(parse_quote_args(args, self.desk.catalogue))
+        except DeskInputError as exc:
+            return Reply(str(exc))
+        except InputError as exc:
+            return Reply(f"Sorry, I can't quote that: {exc}.")
+        summary = self.quotes.summary(document)
+        try:
+            await self.quotes.share(
+                document,
+                actor=f"{CHANNEL}:{user}",
+                channel=channel,
+                comment=f"Loan quote {document.reference} ({summary}), for <@{user}>.",
+            )
+        except QuoteNotShared as exc:
+            log.warning("quote not shared in %s: %s", channel, exc)
+            return Reply(
+                f"Sorry, I couldn't share the quote's PDF here (Slack said: {exc.error or exc}). "
+                f"Invite me to this channel, or run {COMMAND} quote in a DM with me."
+            )
+        return Reply(f"Shared quote {document.reference} in this channel: {summary}.")
 
     async def _release_command(self, user: str, args: list[str]) -> Reply:
         assert self.handoffs is not None

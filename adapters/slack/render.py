@@ -155,6 +155,8 @@ def preview(text: str) -> SlackMessage:
 # -- lead cards (the sales desk side of a human handoff) -------------------------------------------
 
 HANDOFF_ACTION_PATTERN = r"^esoteric_handoff_(claim|release)$"
+# "Send quote PDF" on a card with a lead: its value is the lead's id.
+QUOTE_ACTION = "esoteric_quote_pdf"
 _RECENT_CHARS = 300  # per message on a card; the thread has the whole conversation
 _HEADLINES = {
     "human": "A customer asked for an advisor",
@@ -213,25 +215,38 @@ def lead_card(card: LeadCard) -> SlackMessage:
     if card.note:
         status += f"\n{escape(card.note)}"
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": status}]})
+    buttons = []
     button = {
         "waiting": ("Claim", "esoteric_handoff_claim", "primary"),
         "claimed": ("Release", "esoteric_handoff_release", "danger"),
     }.get(card.status)
     if button is not None:
         label, action, style = button
+        buttons.append(
+            {
+                "type": "button",
+                "action_id": action,
+                "text": _plain(label, BUTTON_LABEL_LIMIT),
+                "style": style,
+                "value": str(card.handoff_id),
+            }
+        )
+    if card.lead_id is not None and card.amount and card.tenure:
+        # The lead's own quote, shared into this card's thread.
+        buttons.append(
+            {
+                "type": "button",
+                "action_id": QUOTE_ACTION,
+                "text": _plain("Send quote PDF", BUTTON_LABEL_LIMIT),
+                "value": str(card.lead_id),
+            }
+        )
+    if buttons:
         blocks.append(
             {
                 "type": "actions",
                 "block_id": f"esoteric_handoff_{card.handoff_id}",
-                "elements": [
-                    {
-                        "type": "button",
-                        "action_id": action,
-                        "text": _plain(label, BUTTON_LABEL_LIMIT),
-                        "style": style,
-                        "value": str(card.handoff_id),
-                    }
-                ],
+                "elements": buttons,
             }
         )
     # The fallback is mrkdwn too (notifications read it): a customer called "<!channel>" must
