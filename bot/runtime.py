@@ -162,14 +162,15 @@ def build_handoff_and_admin(
     return handoffs, admin
 
 
-def build_transcriber(settings: Settings, stack: AsyncExitStack) -> Transcriber | None:
-    """Groq's Whisper through the groq SDK, when there is a key; retried within the turn's
-    deadline by ``GroqTranscriber`` itself (the SDK's own retries are off)."""
-    if settings.groq_api_key is None:
-        return None
+def groq_client(settings: Settings, stack: AsyncExitStack) -> Any:
+    """The groq SDK's client on its aiohttp transport, closed with the runtime. The SDK's own
+    retries are off: its callers retry within their deadlines, which the SDK's retry-after
+    waits ignore. Imported here: the SDK and its transports take a tenth of a second and 18 MiB,
+    which the scripted agent alone does not need."""
     import httpx
     from groq import AsyncGroq, DefaultAioHttpClient
 
+    assert settings.groq_api_key is not None
     timeout = settings.llm_request_timeout_seconds
     client = AsyncGroq(
         api_key=settings.groq_api_key.get_secret_value(),
@@ -179,6 +180,15 @@ def build_transcriber(settings: Settings, stack: AsyncExitStack) -> Transcriber 
         http_client=DefaultAioHttpClient(),
     )
     stack.push_async_callback(client.close)
+    return client
+
+
+def build_transcriber(settings: Settings, stack: AsyncExitStack) -> Transcriber | None:
+    """Groq's Whisper through the groq SDK, when there is a key; retried within the turn's
+    deadline by ``GroqTranscriber`` itself."""
+    if settings.groq_api_key is None:
+        return None
+    client = groq_client(settings, stack)
     return GroqTranscriber(
         client,
         settings.stt_model,
@@ -249,27 +259,12 @@ def build_llm_agent(
     scripted: ScriptedAgent,
     knowledge: KnowledgeSearch | None,
 ) -> LLMAgent:
-    """The Groq agent, with the scripted agent as its fallback. The SDK's own retries are off:
-    the agent retries within the turn deadline, which the SDK's retry-after waits ignore. The
-    SDK's aiohttp transport (its ``aiohttp`` extra) costs about a sixth less CPU per request
-    than its default httpx one, and a tool turn makes two requests."""
-    # Imported here: the SDK and its transports take a tenth of a second and 18 MiB, which
-    # the scripted agent alone does not need.
-    import httpx
-    from groq import AsyncGroq, DefaultAioHttpClient
-
+    """The Groq agent, with the scripted agent as its fallback; it retries within the turn
+    deadline. The SDK's aiohttp transport (its ``aiohttp`` extra) costs about a sixth less CPU
+    per request than its default httpx one, and a tool turn makes two requests."""
     from core.agent.llm import LLMAgent, LLMConfig
 
-    assert settings.groq_api_key is not None
-    timeout = settings.llm_request_timeout_seconds
-    client = AsyncGroq(
-        api_key=settings.groq_api_key.get_secret_value(),
-        base_url=settings.groq_base_url,
-        max_retries=0,
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-        http_client=DefaultAioHttpClient(),
-    )
-    stack.push_async_callback(client.close)
+    client = groq_client(settings, stack)
     return LLMAgent(
         client,
         LLMConfig(

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from core.store.database import Database
 from tests.support.audio import speak
 from tests.support.cluster import Cluster, Sender, cluster_env
+from tests.support.desk import eventually
 from tests.support.groq_server import GroqStandIn, Recorded, Step, heard
 from tests.support.groq_server import text as llm_text
 from tests.support.slack_server import SlackStandIn
@@ -30,20 +31,6 @@ ASK = "I need a home loan of 25 lakh for 20 years"
 async def _rows(db: Database, sql: str, **params: Any) -> list[Any]:
     async with db.engine.connect() as conn:
         return list((await conn.execute(text(sql), params)).all())
-
-
-async def _until(predicate: Any, what: str, within: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.1)
 
 
 def _voice(telegram_api: TelegramServer, update_id: int, data: bytes) -> dict[str, Any]:
@@ -97,7 +84,7 @@ async def test_a_voice_note_is_heard_once_across_two_crashes(
         # 1. Killed while the note is being transcribed.
         groq.hear(heard(ASK, delay=60))
         await sender.telegram(0, 1, CHAT, None, **_voice(telegram_api, 1, speech.data))
-        await _until(lambda: len(groq.audio_requests) == 1, "the first transcription")
+        await eventually(lambda: len(groq.audio_requests) == 1, "the first transcription")
         cluster.kill(0)
         await cluster.wait_dead(0)
         [row] = await _rows(migrated, "SELECT status, text FROM messages WHERE direction = 'in'")
@@ -107,7 +94,7 @@ async def test_a_voice_note_is_heard_once_across_two_crashes(
         groq.heard.clear()
         groq.hear(heard(ASK))
         await cluster.start(0)
-        await _until(
+        await eventually(
             lambda: telegram_api.calls_to("sendMessage", CHAT), "the first note answered", 90
         )
         assert len(groq.audio_requests) == 2
@@ -119,8 +106,8 @@ async def test_a_voice_note_is_heard_once_across_two_crashes(
         asked = len(chat_requests)
         groq.hear(heard("my salary is 1.5 lakh a month"))
         await sender.telegram(0, 2, CHAT, None, **_voice(telegram_api, 2, speech.data))
-        await _until(lambda: len(groq.audio_requests) == 3, "the second transcription")
-        await _until(lambda: len(chat_requests) > asked, "the model asked for the reply")
+        await eventually(lambda: len(groq.audio_requests) == 3, "the second transcription")
+        await eventually(lambda: len(chat_requests) > asked, "the model asked for the reply")
         cluster.kill(0)
         await cluster.wait_dead(0)
         stored = await _rows(
@@ -131,7 +118,7 @@ async def test_a_voice_note_is_heard_once_across_two_crashes(
         slow_chat.clear()
         sent_before = len(telegram_api.calls_to("sendMessage", CHAT))
         await cluster.start(0)
-        await _until(
+        await eventually(
             lambda: len(telegram_api.calls_to("sendMessage", CHAT)) > sent_before,
             "the second note answered",
             90,
