@@ -83,6 +83,14 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # The sales dashboard (/admin, /api/v1/admin/...): its own keys, never the public API's.
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Signs the dashboard's session cookie. Every process must share it (a cookie made by one
+    # is checked by another), so it is required with admin keys rather than made up locally.
+    admin_secret: SecretStr | None = None
+    # The operator's own figure for the LLM's price, in USD per million tokens (prompt and
+    # completion alike), for the dashboard's cost estimate; not a price list the bot keeps.
+    llm_price_per_million_tokens: Decimal = Field(default=Decimal("0.59"), ge=0, le=1000)
     # Browser origins allowed to call the API (CORS); empty: no cross-origin access.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Requests (and WebSocket messages) each API key may make per minute.
@@ -122,7 +130,7 @@ class Settings(BaseSettings):
     # LLM tokens one conversation may use a day (UTC); past it the scripted agent answers.
     llm_daily_tokens: int = Field(default=60_000, ge=0, le=10_000_000)
 
-    @field_validator("admins", "api_keys", "cors_origins", mode="before")
+    @field_validator("admins", "api_keys", "admin_keys", "cors_origins", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return _comma_list(value)
@@ -194,6 +202,22 @@ class Settings(BaseSettings):
             key.get_secret_value() for key in self.api_keys
         }:
             raise ValueError("ESOTERIC_WEB_CHAT_KEY must be one of ESOTERIC_API_KEYS")
+        return self
+
+    @model_validator(mode="after")
+    def _admin_secret_with_admin_keys(self) -> Settings:
+        if not self.admin_keys:
+            return self
+        secret = self.admin_secret.get_secret_value() if self.admin_secret else ""
+        if len(secret) < 32:
+            raise ValueError(
+                "ESOTERIC_ADMIN_SECRET must be set, at least 32 characters, with "
+                "ESOTERIC_ADMIN_KEYS (it signs the dashboard's session cookie; give every "
+                "process the same one)"
+            )
+        public = {key.get_secret_value() for key in self.api_keys}
+        if any(key.get_secret_value() in public for key in self.admin_keys):
+            raise ValueError("ESOTERIC_ADMIN_KEYS must differ from ESOTERIC_API_KEYS")
         return self
 
     @model_validator(mode="after")

@@ -111,6 +111,8 @@ class Conversation(Base):
         ),
         Index("ix_conversations_status_activity", "status", "last_activity_at"),
         Index("ix_conversations_chat", "channel", "chat_key", "thread"),
+        # The dashboard's period queries.
+        Index("ix_conversations_started", "started_at", "channel"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -136,6 +138,8 @@ class Message(Base):
         UniqueConstraint("channel", "platform_event_id", name="uq_messages_event"),
         Index("ix_messages_conversation", "conversation_id", "id"),
         Index("ix_messages_status", "status"),
+        # The dashboard's period queries (messages a day, the LLM's turns).
+        Index("ix_messages_created", "created_at", "channel", "direction"),
         Index(
             "ix_messages_edit_of",
             "conversation_id",
@@ -225,6 +229,19 @@ class ApiSession(Base):
     ended_at: Mapped[datetime | None] = mapped_column()
 
 
+class AdminSession(Base):
+    """A login to the sales dashboard. The cookie carries only this id, signed; the row says
+    whether it still holds (logout sets ``revoked_at``, so a replayed cookie is refused)."""
+
+    __tablename__ = "admin_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Which admin key logged in: a hash, enough to revoke one key's sessions, useless to present.
+    key_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
 class HandoffStatus:
     WAITING = "waiting"  # the lead card is out; no rep has claimed it yet
     CLAIMED = "claimed"  # a rep has the conversation; the bot is silent
@@ -249,6 +266,7 @@ class Handoff(Base):
         ),
         Index("ix_handoffs_card", "card_channel", "card_ts"),
         Index("ix_handoffs_status_due", "status", "sla_due_at"),
+        Index("ix_handoffs_requested", "requested_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
