@@ -16,9 +16,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.base import ChannelAdapter
+from adapters.http.admin_api import build_admin_api_router
+from adapters.http.admin_auth import AdminAuth
 from adapters.http.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.runtime import Runtime
+from core.dashboard import Dashboard
 from core.errors import StoreUnavailable
 from core.knowledge.gate import KnowledgeNotReady
 from core.store.database import ping
@@ -202,6 +205,17 @@ def create_app(runtime: Runtime, channels: list[ChannelAdapter]) -> FastAPI:
         router = channel.router()
         if router is not None:
             app.include_router(router)
+
+    # The sales dashboard (/admin and /api/v1/admin/...): only with admin keys.
+    if settings.admin_keys and settings.admin_secret is not None:
+        app.state.admin_auth = AdminAuth(
+            runtime.db,
+            [key.get_secret_value() for key in settings.admin_keys],
+            settings.admin_secret.get_secret_value(),
+        )
+        dashboard = Dashboard(runtime.db, settings.llm_price_per_million_tokens)
+        runtime.close_later(dashboard.close)
+        app.include_router(build_admin_api_router(dashboard))
 
     # Outermost last: request ids wrap everything, so even a refused body's log line has one.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
