@@ -59,7 +59,42 @@ def _parser() -> argparse.ArgumentParser:
         "--date", metavar="YYYY-MM-DD", help="the date printed on the quote (default today, UTC)"
     )
     quote.add_argument("--out", type=Path, required=True, metavar="FILE", help="the PDF to write")
+    report = sub.add_parser("report", help="the sales funnel of the last days, in this terminal")
+    report.add_argument(
+        "--days", type=_days, default=7, metavar="N", help="today and the N-1 days before (7)"
+    )
+    report.add_argument("--channel", help="one channel only (telegram, slack, web...)")
     return parser
+
+
+def _days(value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of days") from None
+    if not 1 <= days <= 366:
+        raise argparse.ArgumentTypeError("between 1 and 366 days")
+    return days
+
+
+def _report_runner(args: argparse.Namespace) -> Callable[[Settings], Coroutine[Any, Any, int]]:
+    async def report(settings: Settings) -> int:
+        from core.dashboard import Dashboard, Period, funnel_table
+        from core.store.database import create_database
+        from core.store.schema import upgrade_to_head
+
+        db = create_database(settings.resolved_database_url)
+        dashboard = Dashboard(db, settings.llm_price_per_million_tokens)
+        try:
+            await upgrade_to_head(db)
+            period = Period.days_back(args.days, args.channel)
+            print(funnel_table(period, await dashboard.funnel(period)))
+        finally:
+            await dashboard.close()
+            await db.dispose()
+        return 0
+
+    return report
 
 
 class _BadQuoteInput(Exception):
@@ -238,7 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"esoteric: invalid setting {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    _configure_logging(settings, quiet=args.command in ("chat", "migrate", "sessions", "kb"))
+    _configure_logging(
+        settings, quiet=args.command in ("chat", "migrate", "sessions", "kb", "report")
+    )
     commands: dict[str, Callable[[Settings], Coroutine[Any, Any, int]]] = {
         "chat": _chat,
         "serve": _serve,
@@ -247,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.command == "kb":
         runner = _kb_runner(args)
+    elif args.command == "report":
+        runner = _report_runner(args)
     else:
         runner = _cleanup if args.command == "sessions" else commands[args.command]
     try:

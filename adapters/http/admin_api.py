@@ -25,7 +25,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 # A spreadsheet runs a cell starting with one of these as a formula: customers' own words
 # (names) are neutralised with a leading quote. Phone numbers and plain numbers pass as they are.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_NUMBER = re.compile(r"^[+-]?\d[\d .]*$")
+_NUMBER = re.compile(r"^[+-]?\d[\dx .]*$")  # numbers, phones, masked phones
 
 
 def _period(

@@ -5,12 +5,16 @@ the rows read back."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import os
 import statistics
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -422,3 +426,30 @@ def test_percentile_and_masking() -> None:
     assert mask_phone("+919876543210") == "+91 98xxxxx210"
     assert mask_phone("9876543210") == "98xxxxx210"
     assert mask_phone(None) is None
+
+
+async def test_esoteric_report_prints_the_funnel(seeded: Seeded, tmp_path: Path) -> None:
+    url = seeded.db.engine.url.render_as_string(hide_password=False)
+    env = {**os.environ, "DATABASE_URL": url, "ESOTERIC_DATA_DIR": str(tmp_path / "data")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "report",
+        "--days",
+        "366",
+        "--channel",
+        "telegram",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert lines[0].endswith("(telegram)")
+    period = Period.days_back(366, "telegram")
+    expected = await _expected_funnel(seeded.db, period)
+    table = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    assert {step: int(cells[0]) for step, cells in table.items()} == expected
+    assert table["quotes"][1] == f"{expected['quotes'] / expected['conversations'] * 100:.1f}%"
