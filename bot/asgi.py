@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from adapters.base import ChannelAdapter
 from adapters.http.admin_api import build_admin_api_router
 from adapters.http.admin_auth import AdminAuth
+from adapters.http.admin_page import build_admin_page_router
 from adapters.http.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.runtime import Runtime
@@ -201,6 +202,7 @@ def create_app(runtime: Runtime, channels: list[ChannelAdapter]) -> FastAPI:
         async def index() -> HTMLResponse:
             return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
+    app.include_router(build_admin_page_router(resources.files("bot") / "static"))
     for channel in channels:
         router = channel.router()
         if router is not None:
