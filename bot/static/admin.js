@@ -138,7 +138,7 @@
       el("span", { class: "question", text: g.question }), " ",
       el("span", { class: "count", text: `× ${g.count}` }),
       g.example_conversation != null ? el("a", { href: `#conversation-${g.example_conversation}`, "data-conversation": String(g.example_conversation), text: "example" }) : null));
-    if (!items.length) items.push(el("li", { class: "muted", text: "No unanswered questions in this period." }));
+    if (!items.length) items.push(el("li", { class: "muted empty", text: "No unanswered questions in this period." }));
     $("gaps").replaceChildren(...items);
   }
 
@@ -162,11 +162,29 @@
   function markChosen() {
     for (const b of document.querySelectorAll("#results button")) b.classList.toggle("on", b.dataset.id === String(state.conversation));
   }
+  // Phone numbers inside messages (a customer typing theirs, the bot confirming it) are masked
+  // as the header's is: the country code, two digits and the last three.
+  const PHONE = /(\+\d{1,3}[\s-]?)?\d(?:[\s-]?\d){9,13}/g;
+  function maskPhones(text) {
+    return text.replace(PHONE, match => {
+      const digits = match.replace(/\D/g, "");
+      const country = match.trim().startsWith("+") && digits.length > 10 ? `+${digits.slice(0, -10)} ` : "";
+      const local = country ? digits.slice(-10) : digits;
+      return country + local.slice(0, 2) + "x".repeat(local.length - 5) + local.slice(-3);
+    });
+  }
+  // The replies' **bold** shown as bold; everything else as plain text, never as HTML.
+  function bold(parent, text) {
+    text.split(/(\*\*[^*\n]+\*\*)/).forEach(part => {
+      if (part.startsWith("**") && part.endsWith("**") && part.length > 4) parent.append(el("strong", { text: part.slice(2, -2) }));
+      else if (part) parent.append(part);
+    });
+  }
   function describeCall(call) {
     if (typeof call === "string") return call;
     const name = call.name || call.tool || call.function || "tool";
     const args = call.arguments || call.args || call.input;
-    return args ? `${name}(${typeof args === "string" ? args : JSON.stringify(args)})` : name;
+    return maskPhones(args ? `${name}(${typeof args === "string" ? args : JSON.stringify(args)})` : name);
   }
   function describeCitation(c) {
     if (typeof c === "string") return c;
@@ -182,7 +200,7 @@
       const bubble = el("div", { class: `msg ${m.direction === "in" ? "in" : "out"}${m.handoff ? " handoff" : ""}` },
         el("span", { class: "who", text: `${m.author} · ${when(m.at)}` }));
       if (m.handoff) bubble.querySelector(".who").append(el("span", { class: "tag", text: "handoff" }));
-      bubble.append(m.text || "");
+      bold(bubble, maskPhones(m.text || ""));
       if (m.tool_calls && m.tool_calls.length) {
         const tools = el("div", { class: "tools" }, "Tools: ");
         m.tool_calls.forEach((t, i) => { if (i) tools.append(", "); tools.append(el("code", { text: describeCall(t) })); });
