@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -205,3 +206,23 @@ async def click(page: DevTools, label: str) -> None:
             button="left",
             clickCount=1,
         )
+
+
+async def screenshot(page: DevTools, width: int, height: int, *, mobile: bool) -> bytes:
+    """A PNG of the whole page laid out at ``width`` x ``height`` CSS pixels."""
+    await page.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=width,
+        height=height,
+        deviceScaleFactor=1,
+        mobile=mobile,
+    )
+    # Let the layout settle at the new width before the picture.
+    await page.js("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    shot = await page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    return base64.b64decode(shot["data"])
+
+
+async def submit_form(page: DevTools, selector: str) -> None:
+    """Submits a form as its submit button would (the caller waits for what follows)."""
+    await page.js(f"document.querySelector({json.dumps(selector)}).requestSubmit()")
