@@ -150,6 +150,10 @@ async def test_an_admin_reads_the_dashboard(tmp_path: Path) -> None:
             assert (await http.get("/admin")).headers["location"] == "/admin/login"
             assert (await http.get("/api/v1/admin/funnel")).status_code == 401
             assert (await http.get("/admin/admin.js")).status_code == 401
+            form = await http.get("/admin/login")
+            assert form.status_code == 200 and 'name="key"' in form.text
+            assert "script-src 'self'" in form.headers["content-security-policy"]
+            assert "'unsafe-inline'" not in form.headers["content-security-policy"]
             refused = await http.post("/admin/login", data={"key": "not-the-admin-key"})
             assert refused.status_code == 401 and "not an admin key" in refused.text
             assert "set-cookie" not in refused.headers
@@ -172,6 +176,12 @@ async def test_an_admin_reads_the_dashboard(tmp_path: Path) -> None:
             cookies = (await page.call("Network.getCookies", urls=[base]))["cookies"]
             [cookie] = [c for c in cookies if c["name"] == "esoteric_admin"]
             assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+            assert await page.js("document.cookie") == ""  # out of the page script's reach
+            signed_in = {"Cookie": f"esoteric_admin={cookie['value']}"}
+            shown = await http.get("/admin", headers=signed_in)
+            assert shown.status_code == 200 and shown.headers["cache-control"] == "no-store"
+            assert shown.headers["x-frame-options"] == "DENY"
+            assert '<script src="/admin/admin.js"' in shown.text
 
             # The funnel the seeding implies, for all channels and then each channel.
             assert await shown_funnel(page) == tally.of()
@@ -185,6 +195,21 @@ async def test_an_admin_reads_the_dashboard(tmp_path: Path) -> None:
             assert await shown_funnel(page) == tally.of("web")
             await choose_channel(page, "")
             assert await shown_funnel(page) == tally.of()
+            # Today, and a custom period of today alone: the same customers.
+            await page.js("document.querySelector('.periods button[data-days=\"1\"]').click()")
+            assert await shown_funnel(page) == tally.of()
+            await page.js("document.querySelector('.periods button[data-days=custom]').click()")
+            today = await page.js("new Date().toISOString().slice(0, 10)")
+            await page.js(
+                f"document.getElementById('from').value = {json.dumps(today)};"
+                f" document.getElementById('to').value = {json.dumps(today)}"
+            )
+            await submit_form(page, "#custom")
+            assert await shown_funnel(page) == tally.of()
+            assert await page.js("document.getElementById('period').innerText") == (
+                f"{today} to {today}"
+            )
+            assert f"from={today}" in await page.js("document.getElementById('leads-csv').href")
             bars = await page.js("document.querySelectorAll('#daily-chart rect').length")
             assert bars == 2  # today, one bar segment per channel
 
