@@ -45,6 +45,7 @@ from sqlalchemy import (
     Select,
     String,
     and_,
+    case,
     cast,
     create_engine,
     distinct,
@@ -54,6 +55,8 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy import text as sql_text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import aliased
 
@@ -279,10 +282,13 @@ def _cohort(period: Period) -> Select[tuple[int]]:
 
 def _quote_given() -> ColumnElement[bool]:
     meta = Message.meta
+    # A text search first (cheap: the JSON's own text), then the JSON's field (parsed) only for
+    # the few replies that mention it.
+    raw = cast(meta, String)
     return or_(
-        meta["emi"].as_string().is_not(None),
-        meta["document"].as_string().is_not(None),
-        cast(meta, String).like(f'%"{EMI_TOOL}"%'),
+        and_(raw.like('%"emi"%'), meta["emi"].as_string().is_not(None)),
+        and_(raw.like('%"document"%'), meta["document"].as_string().is_not(None)),
+        raw.like(f'%"{EMI_TOOL}"%'),
     )
 
 
@@ -294,7 +300,12 @@ def funnel_on(conn: Connection, period: Period) -> list[FunnelStep]:
     conversations = conn.scalar(select(func.count()).select_from(_cohort(period).subquery()))
     quotes = conn.scalar(
         select(func.count(distinct(Message.conversation_id))).where(
-            Message.conversation_id.in_(cohort), Message.direction == "out", _quote_given()
+            Message.conversation_id.in_(cohort),
+            # Implied by the cohort, but it lets the planner range over the period's messages
+            # (ix_messages_created) instead of every message ever stored.
+            Message.created_at >= period.start,
+            Message.direction == "out",
+            _quote_given(),
         )
     )
     leads = conn.scalar(
@@ -423,44 +434,64 @@ def handoffs_on(conn: Connection, period: Period, now: datetime) -> HandoffFigur
     )
 
 
-def llm_on(conn: Connection, period: Period, price_per_million: Decimal) -> LlmFigures:
-    meta = Message.meta
-    query = (
-        select(
-            meta["prompt_tokens"].as_integer(),
-            meta["completion_tokens"].as_integer(),
-            meta["fallback"].as_boolean(),
-            meta["breaker"].as_string(),
-            meta["latency_ms"].as_float(),
-        )
-        .where(
-            _in_period(Message.created_at, period),
-            Message.direction == "out",
-            Message.author == "bot",
-        )
-        .order_by(Message.created_at, Message.id)
+def _replies(period: Period, postgres: bool) -> Any:
+    """The bot's replies in the period, with their meta. On Postgres the ``json`` column is
+    text, parsed again by every ``->>``: it is turned into ``jsonb`` once per row instead."""
+    meta: Any = cast(Message.meta, JSONB) if postgres else Message.meta
+    query = select(Message.id, Message.created_at, meta.label("meta")).where(
+        _in_period(Message.created_at, period),
+        Message.direction == "out",
+        Message.author == "bot",
     )
     if period.channel:
         query = query.where(Message.channel == period.channel)
-    prompt = completion = turns = fallbacks = openings = 0
-    latencies: list[float] = []
-    was_open = False
-    for p_tokens, c_tokens, fallback, breaker, latency in conn.execute(query):
-        prompt += int(p_tokens or 0)
-        completion += int(c_tokens or 0)
-        if fallback is not None:
-            turns += 1
-            fallbacks += bool(fallback)
-        if breaker is not None:
-            is_open = breaker == "open"
-            openings += is_open and not was_open
-            was_open = is_open
-        if latency is not None:
-            latencies.append(float(latency))
+    replies = query.cte("replies")
+    return replies.prefix_with("MATERIALIZED") if postgres else replies
+
+
+def llm_on(conn: Connection, period: Period, price_per_million: Decimal) -> LlmFigures:
+    postgres = conn.dialect.name == "postgresql"
+    replies = _replies(period, postgres)
+    meta = replies.c.meta
+    breaker = meta["breaker"].as_string()
+    # One pass: each reply's figures, and its breaker state beside the state of the reply
+    # before it that has one (an opening is "open" after anything else).
+    fields = select(
+        meta["prompt_tokens"].as_integer().label("prompt"),
+        meta["completion_tokens"].as_integer().label("completion"),
+        meta["fallback"].as_boolean().label("fallback"),
+        meta["latency_ms"].as_float().label("latency"),
+        breaker.label("breaker"),
+        func.lag(breaker)
+        .over(partition_by=breaker.is_(None), order_by=(replies.c.created_at, replies.c.id))
+        .label("previous"),
+    ).subquery()
+    f = fields.c
+    opened = and_(f.breaker == "open", or_(f.previous.is_(None), f.previous != "open"))
+    columns: list[Any] = [
+        func.coalesce(func.sum(f.prompt), 0),
+        func.coalesce(func.sum(f.completion), 0),
+        func.count(f.fallback),
+        func.coalesce(func.sum(case((f.fallback == true(), 1), else_=0)), 0),
+        func.coalesce(func.sum(case((opened, 1), else_=0)), 0),
+    ]
+    if postgres:
+        columns += [
+            func.percentile_cont(0.5).within_group(f.latency),
+            func.percentile_cont(0.95).within_group(f.latency),
+        ]
+    row = conn.execute(select(*columns)).one()
+    prompt, completion, turns, fallbacks, openings = (int(v or 0) for v in row[:5])
+    if postgres:
+        p50, p95 = row[5], row[6]
+    else:  # SQLite has no percentile function: the period's latencies, ordered here
+        latencies = [
+            float(v) for v in conn.scalars(select(f.latency).where(f.latency.is_not(None)))
+        ]
+        p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
     cost = (Decimal(prompt + completion) * price_per_million / Decimal(1_000_000)).quantize(
         Decimal("0.0001"), rounding=ROUND_HALF_UP
     )
-    p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
     return LlmFigures(
         prompt,
         completion,
@@ -468,8 +499,8 @@ def llm_on(conn: Connection, period: Period, price_per_million: Decimal) -> LlmF
         turns,
         round(fallbacks / turns, 4) if turns else None,
         openings,
-        None if p50 is None else round(p50, 2),
-        None if p95 is None else round(p95, 2),
+        None if p50 is None else round(float(p50), 2),
+        None if p95 is None else round(float(p95), 2),
     )
 
 
@@ -670,6 +701,8 @@ class Dashboard:
 
             return await asyncio.to_thread(run)
         async with self.db.engine.connect() as conn:
+            # A report's plan is cheap to run and costly to compile: JIT only adds latency.
+            await conn.execute(sql_text("SET LOCAL jit = off"))
             return await conn.run_sync(fn)
 
     async def close(self) -> None:
