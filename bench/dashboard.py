@@ -303,13 +303,16 @@ def report(backend: str, seconds: float, figures: dict[str, tuple[float, float]]
 
 async def run_sqlite(args: argparse.Namespace, seed: Seed) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.db"
+        path = args.sqlite_file or Path(tmp) / "bench.db"
+        fresh = not path.exists()
         db = create_database(f"sqlite+aiosqlite:///{path}")
+        seconds = 0.0
         try:
-            await upgrade_to_head(db)
-            started = time.perf_counter()
-            await asyncio.to_thread(seed_sqlite, path, seed)
-            seconds = time.perf_counter() - started
+            if fresh:
+                await upgrade_to_head(db)
+                started = time.perf_counter()
+                await asyncio.to_thread(seed_sqlite, path, seed)
+                seconds = time.perf_counter() - started
             figures = await time_endpoints(db, args.runs, args.window)
         finally:
             await db.dispose()
@@ -366,6 +369,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=30, help="days")
     parser.add_argument("--only", choices=("sqlite", "postgres"))
     parser.add_argument("--keep", action="store_true", help="keep the Postgres database after")
+    parser.add_argument(
+        "--sqlite-file", type=Path, help="keep the SQLite database here (seeded if missing)"
+    )
     args = parser.parse_args(argv)
     if args.leads > args.conversations:
         parser.error("--leads must not exceed --conversations")

@@ -449,46 +449,83 @@ def _replies(period: Period, postgres: bool) -> Any:
     return replies.prefix_with("MATERIALIZED") if postgres else replies
 
 
+def _sqlite_breaker_and_latency(conn: Connection, period: Period) -> list[tuple[Any, Any]]:
+    """Every reply's breaker state and latency in the period, in time order, straight from the
+    driver: SQLite has neither percentiles nor a cheap window over JSON, and building a
+    SQLAlchemy row for each of tens of thousands of pairs cost more than the query."""
+    sql = (
+        "SELECT json_extract(meta, '$.breaker'), json_extract(meta, '$.latency_ms')"
+        " FROM messages WHERE created_at >= ? AND created_at < ?"
+        " AND direction = 'out' AND author = 'bot'"
+    )
+    params: list[Any] = [_sqlite_time(period.start), _sqlite_time(period.end)]
+    if period.channel:
+        sql += " AND channel = ?"
+        params.append(period.channel)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        return list(cursor.execute(sql + " ORDER BY created_at, id", params).fetchall())
+    finally:
+        cursor.close()
+
+
+def _sqlite_time(at: datetime) -> str:
+    # How SQLAlchemy's DateTime stores times on SQLite (and the pipeline's own writes do).
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 def llm_on(conn: Connection, period: Period, price_per_million: Decimal) -> LlmFigures:
     postgres = conn.dialect.name == "postgresql"
     replies = _replies(period, postgres)
     meta = replies.c.meta
     breaker = meta["breaker"].as_string()
-    # One pass: each reply's figures, and its breaker state beside the state of the reply
-    # before it that has one (an opening is "open" after anything else).
-    fields = select(
-        meta["prompt_tokens"].as_integer().label("prompt"),
-        meta["completion_tokens"].as_integer().label("completion"),
-        meta["fallback"].as_boolean().label("fallback"),
-        meta["latency_ms"].as_float().label("latency"),
-        breaker.label("breaker"),
-        func.lag(breaker)
-        .over(partition_by=breaker.is_(None), order_by=(replies.c.created_at, replies.c.id))
-        .label("previous"),
-    ).subquery()
-    f = fields.c
-    opened = and_(f.breaker == "open", or_(f.previous.is_(None), f.previous != "open"))
-    columns: list[Any] = [
-        func.coalesce(func.sum(f.prompt), 0),
-        func.coalesce(func.sum(f.completion), 0),
-        func.count(f.fallback),
-        func.coalesce(func.sum(case((f.fallback == true(), 1), else_=0)), 0),
-        func.coalesce(func.sum(case((opened, 1), else_=0)), 0),
+    fallback = meta["fallback"].as_boolean()
+    latency = meta["latency_ms"].as_float()
+    sums: list[Any] = [
+        func.coalesce(func.sum(meta["prompt_tokens"].as_integer()), 0),
+        func.coalesce(func.sum(meta["completion_tokens"].as_integer()), 0),
+        func.count(fallback),
+        func.coalesce(func.sum(case((fallback == true(), 1), else_=0)), 0),
     ]
     if postgres:
-        columns += [
-            func.percentile_cont(0.5).within_group(f.latency),
-            func.percentile_cont(0.95).within_group(f.latency),
-        ]
-    row = conn.execute(select(*columns)).one()
-    prompt, completion, turns, fallbacks, openings = (int(v or 0) for v in row[:5])
-    if postgres:
-        p50, p95 = row[5], row[6]
-    else:  # SQLite has no percentile function: the period's latencies, ordered here
-        latencies = [
-            float(v) for v in conn.scalars(select(f.latency).where(f.latency.is_not(None)))
-        ]
+        # One pass: each reply's figures, its breaker state beside the state of the reply
+        # before it that has one (an opening is "open" after anything else), percentiles.
+        fields = select(
+            meta["prompt_tokens"].as_integer().label("prompt"),
+            meta["completion_tokens"].as_integer().label("completion"),
+            fallback.label("fallback"),
+            latency.label("latency"),
+            breaker.label("breaker"),
+            func.lag(breaker)
+            .over(partition_by=breaker.is_(None), order_by=(replies.c.created_at, replies.c.id))
+            .label("previous"),
+        ).subquery()
+        f = fields.c
+        opened = and_(f.breaker == "open", or_(f.previous.is_(None), f.previous != "open"))
+        row = conn.execute(
+            select(
+                func.coalesce(func.sum(f.prompt), 0),
+                func.coalesce(func.sum(f.completion), 0),
+                func.count(f.fallback),
+                func.coalesce(func.sum(case((f.fallback == true(), 1), else_=0)), 0),
+                func.coalesce(func.sum(case((opened, 1), else_=0)), 0),
+                func.percentile_cont(0.5).within_group(f.latency),
+                func.percentile_cont(0.95).within_group(f.latency),
+            )
+        ).one()
+        totals, openings, p50, p95 = row[:4], int(row[4] or 0), row[5], row[6]
+    else:
+        totals = conn.execute(select(*sums)).one()
+        states = _sqlite_breaker_and_latency(conn, period)
+        openings, was_open, latencies = 0, False, []
+        for state, value in states:
+            if state is not None:
+                openings += state == "open" and not was_open
+                was_open = state == "open"
+            if value is not None:
+                latencies.append(float(value))
         p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
+    prompt, completion, turns, fallbacks = (int(v or 0) for v in totals)
     cost = (Decimal(prompt + completion) * price_per_million / Decimal(1_000_000)).quantize(
         Decimal("0.0001"), rounding=ROUND_HALF_UP
     )
