@@ -7,7 +7,7 @@ The rules, one per figure (the README repeats them for the people reading the nu
 - The funnel follows the conversations *started* in the period (a cohort), so every step is a
   subset of the conversations it counts from:
   conversations -> quotes (a bot reply carried an EMI: the scripted agent's offer stores
-  ``meta.emi``, a quote PDF ``meta.document``, the LLM's ``calculate_emi`` tool call appears in
+  ``meta.emi``, a quote PDF ``meta.document``, the LLM's ``calculate_emi`` tool call succeeded in
   ``meta.tool_calls``) -> leads (a lead with consent) -> claimed (a handoff a rep claimed) ->
   won (a lead a rep marked ``won``). Each step counts conversations, not rows.
 - Per day: conversations started, messages stored (both directions) and leads with consent
@@ -68,8 +68,9 @@ T = TypeVar("T")
 
 STEPS = ("conversations", "quotes", "leads", "claimed", "won")
 CURRENCY = "USD"
-# A quote's EMI named by the LLM's tool (its calls are kept in the reply's meta).
-EMI_TOOL = "calculate_emi"
+# The LLM's EMI tool called successfully, as its call record reads in the reply's stored meta
+# (``{"name": ..., "ok": true, ...}``, written by json.dumps on both databases).
+EMI_TOOL_DONE = '%"name": "calculate_emi", "ok": true%'
 # Questions this similar (rapidfuzz token_set_ratio, 0-100) are one knowledge gap.
 GAP_SIMILARITY = 80
 GAP_EXAMPLES = 5
@@ -288,7 +289,7 @@ def _quote_given() -> ColumnElement[bool]:
     return or_(
         and_(raw.like('%"emi"%'), meta["emi"].as_string().is_not(None)),
         and_(raw.like('%"document"%'), meta["document"].as_string().is_not(None)),
-        raw.like(f'%"{EMI_TOOL}"%'),
+        raw.like(EMI_TOOL_DONE),
     )
 
 

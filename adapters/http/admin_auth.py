@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from fastapi import HTTPException, Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from core.messages import utcnow
 from core.store.database import Database
@@ -68,8 +68,13 @@ class AdminAuth:
         if fingerprint is None:
             return None
         session_id = secrets.token_urlsafe(32)
+        now = utcnow()
         async with self.db.transaction() as session:
-            session.add(AdminSession(id=session_id, key_fingerprint=fingerprint))
+            # Sessions past their age are refused anyway: forgotten at the next login.
+            await session.execute(
+                delete(AdminSession).where(AdminSession.created_at < now - SESSION_MAX_AGE)
+            )
+            session.add(AdminSession(id=session_id, key_fingerprint=fingerprint, created_at=now))
         return self._signer.dumps(session_id)
 
     def _session_id(self, cookie: str | None) -> str | None:

@@ -177,7 +177,14 @@ async def _expected_funnel(db: Database, period: Period) -> dict[str, int]:
         for m in messages
         if m.conversation_id in ids
         and m.direction == "out"
-        and (m.meta.get("emi") is not None or m.meta.get("document") is not None)
+        and (
+            m.meta.get("emi") is not None
+            or m.meta.get("document") is not None
+            or any(
+                call.get("name") == "calculate_emi" and call.get("ok")
+                for call in m.meta.get("tool_calls") or ()
+            )
+        )
     }
     return {
         "conversations": len(ids),
@@ -453,3 +460,35 @@ async def test_esoteric_report_prints_the_funnel(seeded: Seeded, tmp_path: Path)
     table = {line.split()[0]: line.split()[1:] for line in lines[2:]}
     assert {step: int(cells[0]) for step, cells in table.items()} == expected
     assert table["quotes"][1] == f"{expected['quotes'] / expected['conversations'] * 100:.1f}%"
+
+
+async def test_the_llms_emi_tool_is_a_quote(seeded: Seeded) -> None:
+    """A reply made with a successful calculate_emi call (as the LLM agent stores it) counts as
+    a quote; a failed call does not."""
+    async with seeded.db.transaction() as session:
+        for key, ok in (("hello", True), ("gaps3", False)):
+            await session.execute(
+                insert(Message).values(
+                    conversation_id=seeded.conversations[key],
+                    channel="web" if key == "hello" else "telegram",
+                    direction="out",
+                    author="bot",
+                    text="Your EMI would be about ...",
+                    status="sent",
+                    created_at=START + timedelta(hours=4),
+                    meta={
+                        "model": "stand-in",
+                        "fallback": False,
+                        "tool_calls": [{"name": "calculate_emi", "ok": ok, "ms": 0.4}],
+                    },
+                )
+            )
+    period = Period.dates(DAY, DAY)
+    dashboard = Dashboard(seeded.db)
+    try:
+        steps = await dashboard.funnel(period)
+    finally:
+        await dashboard.close()
+    expected = await _expected_funnel(seeded.db, period)
+    assert {s.step: s.count for s in steps} == expected
+    assert expected["quotes"] == 4

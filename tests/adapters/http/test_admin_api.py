@@ -6,15 +6,19 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from itsdangerous import URLSafeTimedSerializer
+from sqlalchemy import select, update
 
 from adapters.http.admin_api import _csv_cell
-from adapters.http.admin_auth import COOKIE, AdminAuth
+from adapters.http.admin_auth import COOKIE, SESSION_MAX_AGE, AdminAuth
 from bot.settings import load_settings
 from core.errors import ConfigError
+from core.messages import utcnow
+from core.store.models import AdminSession
 from tests.adapters.http.conftest import KEY, Api, running_api
 
 ADMIN_KEY = "admin-key-0123456789abcdef-test"
@@ -218,3 +222,19 @@ def test_csv_cells_are_never_formulas() -> None:
     assert _csv_cell("+919876543210") == "+919876543210"
     assert _csv_cell("-12.5") == "-12.5"
     assert _csv_cell("Asha") == "Asha" and _csv_cell(3) == 3
+
+
+async def test_an_old_session_is_refused_and_forgotten(admin_api: Api) -> None:
+    auth = _auth(admin_api)
+    cookie = await auth.start_session(ADMIN_KEY)
+    assert cookie is not None and await auth.session_is_live(cookie)
+    async with admin_api.runtime.db.transaction() as session:
+        await session.execute(
+            update(AdminSession).values(
+                created_at=utcnow() - SESSION_MAX_AGE - timedelta(minutes=1)
+            )
+        )
+    assert not await auth.session_is_live(cookie)
+    assert await auth.start_session(ADMIN_KEY) is not None
+    async with admin_api.runtime.db.transaction() as session:
+        assert len((await session.scalars(select(AdminSession))).all()) == 1
