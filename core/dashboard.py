@@ -222,6 +222,15 @@ def mask_phone(phone: str | None) -> str | None:
     return f"{country} {masked}" if country else masked
 
 
+# An Indian mobile number as customers and the bot write it: +91 98765 43210, 9876543210, ...
+_PHONE_IN_TEXT = re.compile(r"(?<![\w+])(?:\+?91[\s-]?)?[6-9]\d{4}[\s-]?\d{5}(?!\w)")
+
+
+def mask_phones_in(text: str) -> str:
+    """``text`` with every mobile number in it masked as ``mask_phone`` masks one."""
+    return _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group()) or "", text)
+
+
 def normalise_question(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).casefold()
     text = re.sub(r"[^\w\s]", " ", text)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
-from core.dashboard import CURRENCY, Dashboard, Period, mask_phone
+from core.dashboard import CURRENCY, Dashboard, Period, mask_phone, mask_phones_in
 from core.messages import utcnow
 
 from .admin_auth import require_admin
@@ -199,7 +199,8 @@ def build_admin_api_router(dashboard: Dashboard) -> APIRouter:
                     "at": m.at.isoformat(),
                     "direction": m.direction,
                     "author": m.author,
-                    "text": m.text,
+                    # The customer typed the number and the bot repeated it: masked there too.
+                    "text": m.text if unmask else mask_phones_in(m.text),
                     "citations": m.citations,
                     "tool_calls": m.tool_calls,
                     "handoff": m.handoff,

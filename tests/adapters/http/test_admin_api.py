@@ -130,6 +130,11 @@ async def test_the_shapes_the_page_reads(admin_api: Api) -> None:
 
     transcript = (await get(f"/api/v1/admin/conversations/{hit['id']}", headers=headers)).json()
     assert transcript["phone"] == "+91 98xxxxx210"
+    # The number the customer typed, and the bot repeated, is masked in the messages too.
+    texts = " ".join(m["text"] for m in transcript["messages"])
+    assert "98xxxxx210" in texts and "9876543210" not in texts.replace(" ", "")
+    plain = await get(f"/api/v1/admin/conversations/{hit['id']}?unmask=1", headers=headers)
+    assert "9876543210" in " ".join(m["text"] for m in plain.json()["messages"]).replace(" ", "")
     assert transcript["messages"][0] == {
         "at": transcript["messages"][0]["at"],
         "direction": "in",
