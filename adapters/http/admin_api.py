@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from dataclasses import asdict
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
@@ -102,16 +103,7 @@ def build_admin_api_router(dashboard: Dashboard) -> APIRouter:
         rows = await dashboard.daily(period)
         return {
             "period": period.as_json(),
-            "days": [
-                {
-                    "day": r.day,
-                    "channel": r.channel,
-                    "conversations": r.conversations,
-                    "messages": r.messages,
-                    "leads": r.leads,
-                }
-                for r in rows
-            ],
+            "days": [asdict(r) for r in rows],
         }
 
     @router.get("/handoffs", summary="Time to claim, SLA breaches, claims and wins per rep")
@@ -148,15 +140,7 @@ def build_admin_api_router(dashboard: Dashboard) -> APIRouter:
         groups = await dashboard.gaps(period)
         return {
             "period": period.as_json(),
-            "groups": [
-                {
-                    "question": g.question,
-                    "count": g.count,
-                    "example_conversation": g.example_conversation,
-                    "examples": g.examples,
-                }
-                for g in groups
-            ],
+            "groups": [asdict(g) for g in groups],
         }
 
     @router.get("/conversations", summary="Search conversations by customer name or phone")
