@@ -349,37 +349,27 @@ def daily_on(conn: Connection, period: Period) -> list[DayRow]:
     figures: dict[tuple[str, str], dict[str, int]] = defaultdict(
         lambda: {"conversations": 0, "messages": 0, "leads": 0}
     )
-    day = _day(Conversation.started_at, dialect)
-    query = (
-        select(day, Conversation.channel, func.count())
-        .where(_in_period(Conversation.started_at, period))
-        .group_by(day, Conversation.channel)
+    # Each figure: what is counted, when it happened, its channel, and any join and condition.
+    counted = (
+        ("conversations", Conversation.started_at, Conversation.channel, None),
+        ("messages", Message.created_at, Message.channel, None),
+        ("leads", Lead.created_at, Conversation.channel, Lead.consent == true()),
     )
-    if period.channel:
-        query = query.where(Conversation.channel == period.channel)
-    for label, channel, count in conn.execute(query):
-        figures[(label, channel)]["conversations"] = int(count)
-    day = _day(Message.created_at, dialect)
-    query = (
-        select(day, Message.channel, func.count())
-        .where(_in_period(Message.created_at, period))
-        .group_by(day, Message.channel)
-    )
-    if period.channel:
-        query = query.where(Message.channel == period.channel)
-    for label, channel, count in conn.execute(query):
-        figures[(label, channel)]["messages"] = int(count)
-    day = _day(Lead.created_at, dialect)
-    query = (
-        select(day, Conversation.channel, func.count())
-        .join(Conversation, Conversation.id == Lead.conversation_id)
-        .where(_in_period(Lead.created_at, period), Lead.consent == true())
-        .group_by(day, Conversation.channel)
-    )
-    if period.channel:
-        query = query.where(Conversation.channel == period.channel)
-    for label, channel, count in conn.execute(query):
-        figures[(label, channel)]["leads"] = int(count)
+    for name, at, channel_column, condition in counted:
+        day = _day(at, dialect)
+        query = (
+            select(day, channel_column, func.count())
+            .where(_in_period(at, period))
+            .group_by(day, channel_column)
+        )
+        if name == "leads":
+            query = query.join(Conversation, Conversation.id == Lead.conversation_id)
+        if condition is not None:
+            query = query.where(condition)
+        if period.channel:
+            query = query.where(channel_column == period.channel)
+        for label, channel, count in conn.execute(query):
+            figures[(label, channel)][name] = int(count)
     # Every day of the period for every channel seen, zeros included: a chart needs the gaps.
     channels = sorted(
         {channel for _, channel in figures} | ({period.channel} if period.channel else set())
