@@ -18,6 +18,7 @@ from tests.support.browser import (
     DevTools,
     chromium,
     esoteric_serve,
+    mouse_click,
     type_message,
 )
 from tests.support.groq_server import MAGIC, GroqStandIn, heard
@@ -43,15 +44,7 @@ async def press(page: DevTools, selector: str) -> None:
         " return {x: r.x + r.width / 2, y: r.y + r.height / 2}; })()",
         f"{selector} to be pressable",
     )
-    for kind in ("mousePressed", "mouseReleased"):
-        await page.call(
-            "Input.dispatchMouseEvent",
-            type=kind,
-            x=box["x"],
-            y=box["y"],
-            button="left",
-            clickCount=1,
-        )
+    await mouse_click(page, box)
 
 
 async def press_enter_on(page: DevTools, selector: str) -> None:

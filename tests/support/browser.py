@@ -197,6 +197,11 @@ async def click(page: DevTools, label: str) -> None:
         " return {x: r.x + r.width / 2, y: r.y + r.height / 2}; })()",
         f"the {label} button",
     )
+    await mouse_click(page, box)
+
+
+async def mouse_click(page: DevTools, box: dict[str, float]) -> None:
+    """Press and release the left button at ``box``'s x, y, as a person's click does."""
     for kind in ("mousePressed", "mouseReleased"):
         await page.call(
             "Input.dispatchMouseEvent",
