@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.base import ChannelAdapter
-from adapters.http.admin_api import build_admin_api_router
+from adapters.http.admin_api import AdminLimit, build_admin_api_router
 from adapters.http.admin_auth import AdminAuth
 from adapters.http.admin_page import build_admin_page_router
 from adapters.http.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -25,6 +25,7 @@ from bot.runtime import Runtime
 from core.dashboard import Dashboard
 from core.errors import StoreUnavailable
 from core.knowledge.gate import KnowledgeNotReady
+from core.ratelimit import RateLimits
 from core.store.database import ping
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,10 @@ def create_app(runtime: Runtime, channels: list[ChannelAdapter]) -> FastAPI:
         )
         dashboard = Dashboard(runtime.db, settings.llm_price_per_million_tokens)
         runtime.close_later(dashboard.close)
-        app.include_router(build_admin_api_router(dashboard))
+        limits = RateLimits(settings.redis_url)
+        runtime.close_later(limits.aclose)
+        limit = AdminLimit(limits, settings.admin_requests_per_minute)
+        app.include_router(build_admin_api_router(dashboard, limit))
 
     # Outermost last: request ids wrap everything, so even a refused body's log line has one.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

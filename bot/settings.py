@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     # Signs the dashboard's session cookie. Every process must share it (a cookie made by one
     # is checked by another), so it is required with admin keys rather than made up locally.
     admin_secret: SecretStr | None = None
+    # Requests a minute to /api/v1/admin/... per dashboard login (or per admin key); the page
+    # spends six per load (five panels and the conversation search).
+    admin_requests_per_minute: int = Field(default=600, ge=1, le=1_000_000)
     # The operator's own figure for the LLM's price, in USD per million tokens (prompt and
     # completion alike), for the dashboard's cost estimate; not a price list the bot keeps.
     llm_price_per_million_tokens: Decimal = Field(default=Decimal("0.59"), ge=0, le=1000)

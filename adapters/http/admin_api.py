@@ -1,10 +1,15 @@
 """The sales dashboard's JSON (and CSV) under ``/api/v1/admin``: one route per panel, every one
 behind ``require_admin``. Periods: ``days`` (today and the days before it, UTC) or ``from`` and
-``to`` (ISO dates, both included); ``channel`` filters by the conversation's channel."""
+``to`` (ISO dates, both included); ``channel`` filters by the conversation's channel.
+
+Each login (or, for a script, each admin key) has its own budget of requests a minute
+(``ESOTERIC_ADMIN_REQUESTS_PER_MINUTE``), counted on ``RateLimits``: shared by every process
+through Redis when it is set."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 from dataclasses import asdict
@@ -16,8 +21,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
 from core.dashboard import CURRENCY, Dashboard, Period, mask_phone, mask_phones_in
 from core.messages import utcnow
+from core.ratelimit import RateLimits
 
-from .admin_auth import require_admin
+from .admin_auth import Admin, require_admin
 
 PREFIX = "/api/v1/admin"
 DEFAULT_DAYS = 7
@@ -27,6 +33,35 @@ NO_STORE = {"Cache-Control": "no-store"}
 # (names) are neutralised with a leading quote. Phone numbers and plain numbers pass as they are.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"^[+-]?\d[\dx .]*$")  # numbers, phones, masked phones
+# The limit's namespace (the Redis key reads "<prefix>:ratelimit:admin/<who>/<per_minute>/...").
+ADMIN_SCOPE = "admin"
+
+
+class AdminLimit:
+    """Requests a minute to the admin API: per session for the dashboard's cookie (two people
+    logged in with one key do not share a budget), per key for a script presenting the key."""
+
+    def __init__(self, limits: RateLimits, per_minute: int) -> None:
+        self.limits = limits
+        self.per_minute = per_minute
+
+    async def take(self, admin: Admin) -> HTTPException | None:
+        """Spends one request of ``admin``'s budget; the 429 to answer when it is spent."""
+        if admin.session_id is not None:
+            # Hashed: a session id is as good as a password, and Redis keys are listed freely.
+            who = "session:" + hashlib.sha256(admin.session_id.encode()).hexdigest()[:32]
+            what = "this dashboard login"
+        else:
+            who = "key:" + admin.key_fingerprint
+            what = "this admin key"
+        wait = await self.limits.take(ADMIN_SCOPE, who, self.per_minute)
+        if not wait:
+            return None
+        detail = (
+            f"rate limit of {self.per_minute} requests a minute for {what} reached "
+            f"(admin limit); retry in {wait} s"
+        )
+        return HTTPException(429, detail, headers={"Retry-After": str(wait), **NO_STORE})
 
 
 def _period(
@@ -77,12 +112,21 @@ PeriodQuery = Annotated[Period, Depends(_period)]
 Unmask = Annotated[bool, Query(description="show phone numbers whole")]
 
 
-def build_admin_api_router(dashboard: Dashboard) -> APIRouter:
+def build_admin_api_router(dashboard: Dashboard, limit: AdminLimit) -> APIRouter:
+    async def within_limit(admin: Annotated[Admin, Depends(require_admin)]) -> None:
+        # After require_admin: a refused caller spends nobody's budget.
+        limited = await limit.take(admin)
+        if limited is not None:
+            raise limited
+
     router = APIRouter(
         prefix=PREFIX,
         tags=["admin"],
-        dependencies=[Depends(require_admin), Depends(_no_store)],
-        responses={401: {"description": "missing or unknown admin key, or no live login"}},
+        dependencies=[Depends(require_admin), Depends(within_limit), Depends(_no_store)],
+        responses={
+            401: {"description": "missing or unknown admin key, or no live login"},
+            429: {"description": "this login's (or key's) rate limit reached; see Retry-After"},
+        },
     )
 
     @router.get("/funnel", summary="Conversations -> quotes -> leads -> claimed -> won")

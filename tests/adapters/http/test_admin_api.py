@@ -219,6 +219,7 @@ def test_admin_keys_need_a_secret(tmp_path: Path) -> None:
     )
     assert [k.get_secret_value() for k in settings.admin_keys] == [ADMIN_KEY, "other"]
     assert str(settings.llm_price_per_million_tokens) == "0.59"
+    assert settings.admin_requests_per_minute == 600
 
 
 def test_csv_cells_are_never_formulas() -> None:
@@ -243,3 +244,44 @@ async def test_an_old_session_is_refused_and_forgotten(admin_api: Api) -> None:
     assert await auth.start_session(ADMIN_KEY) is not None
     async with admin_api.runtime.db.transaction() as session:
         assert len((await session.scalars(select(AdminSession))).all()) == 1
+
+
+async def test_each_login_and_key_has_its_own_rate_limit(tmp_path: Path) -> None:
+    per_minute = 3
+    async with running_api(
+        tmp_path, admin_keys=ADMIN_KEY, admin_secret=SECRET, admin_requests_per_minute=per_minute
+    ) as api:
+        auth = _auth(api)
+        busy, other = await auth.start_session(ADMIN_KEY), await auth.start_session(ADMIN_KEY)
+        assert busy is not None and other is not None
+        get = api.client.get
+        as_busy = {"Cookie": f"{COOKIE}={busy}"}
+        for _ in range(per_minute):
+            assert (await get("/api/v1/admin/funnel", headers=as_busy)).status_code == 200
+        # A stranger is refused as before, and spends nobody's budget.
+        stranger = await get("/api/v1/admin/funnel", headers={"Cookie": f"{COOKIE}=forged"})
+        assert stranger.status_code == 401
+
+        limited = await get("/api/v1/admin/daily", headers=as_busy)
+        assert limited.status_code == 429
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert limited.headers["cache-control"] == "no-store"
+        assert limited.json() == {
+            "detail": f"rate limit of {per_minute} requests a minute for this dashboard login "
+            f"reached (admin limit); retry in {limited.headers['retry-after']} s"
+        }
+        # Every route counts, the CSV exports too.
+        assert (await get("/api/v1/admin/leads.csv", headers=as_busy)).status_code == 429
+
+        # Another login of the same key, and the key itself, are unaffected...
+        as_other = {"Cookie": f"{COOKIE}={other}"}
+        assert (await get("/api/v1/admin/funnel", headers=as_other)).status_code == 200
+        with_key = {"X-API-Key": ADMIN_KEY}
+        for _ in range(per_minute):
+            assert (await get("/api/v1/admin/funnel", headers=with_key)).status_code == 200
+        # ...and the key, presented by a script, has its one budget too.
+        by_key = await get("/api/v1/admin/funnel", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert by_key.status_code == 429 and "for this admin key" in by_key.json()["detail"]
+        assert (await get("/api/v1/admin/funnel", headers=as_other)).status_code == 200
+        # The public chat API's own limit is not spent by the dashboard.
+        assert (await api.client.post("/api/v1/sessions", headers=api.headers())).status_code == 201
