@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import AsyncIterator
 
@@ -14,8 +15,11 @@ from core.store.schema import upgrade_to_head
 
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
-    """A Redis database of the test's own, emptied afterwards."""
-    number = random.randint(1, 15)
+    """A Redis database of the test's own, emptied afterwards. Under pytest-xdist each worker
+    draws from its own numbers (gw0 1-7, gw1 8-14, ...), so two workers never share one."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    per_worker = 15 // max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    number = 1 + worker * per_worker + random.randrange(per_worker)
     url = f"redis://127.0.0.1:6379/{number}"
     client = redis.from_url(url)
     await client.flushdb()
@@ -34,3 +38,15 @@ async def migrated(postgres_url: str) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.dispose()
+
+
+# Tests that start several ``esoteric serve`` processes on one Postgres: under pytest-xdist
+# (``--dist loadgroup``) they run one after another on one worker, since two at once could
+# pass Postgres's 100 connections. Everything else runs beside them.
+_SEVERAL_PROCESSES = ("test_many_processes.py", "test_voice_crash.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in _SEVERAL_PROCESSES:
+            item.add_marker(pytest.mark.xdist_group("several-processes"))

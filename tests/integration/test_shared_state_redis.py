@@ -323,7 +323,10 @@ async def test_two_processes_share_the_global_rate(
         *(second.acquire(f"c{n}", False) for n in range(50)),
     )
     elapsed = time.monotonic() - started
-    assert 1.6 <= elapsed <= 3.5  # 100 sends at 50/s: 99 intervals of 20 ms
+    # 100 sends at 50/s: 99 intervals of 20 ms, about 2 s; two budgets of their own would take
+    # 1 s. The upper bound only catches a budget that throttles far below its rate: a loaded
+    # machine (tests running side by side) stretches the run by a second or two.
+    assert 1.6 <= elapsed <= 6.0
 
 
 async def test_backlog_grows_under_load(

@@ -6,6 +6,7 @@ a machine without those tools (`.ci/run` installs them)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -53,12 +54,21 @@ def speak(sentence: str, voice: str = "en", fmt: str = "ogg") -> Speech:
     wav = _CACHE / f"{key}.wav"
     out = _CACHE / f"{key}.{fmt}"
     if not out.exists():
+        # Made under names of this process's own, then renamed into place: test processes
+        # running side by side (pytest-xdist) never read each other's half-written file.
+        own = f".{os.getpid()}"
+        wav = wav.with_name(wav.name + own + ".wav")
+        made = out.with_name(f"{key}{own}.{fmt}")
         subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), sentence], check=True)
         if fmt != "wav":
             subprocess.run(
-                ["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), *_ENCODE[fmt], str(out)],
+                ["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), *_ENCODE[fmt], str(made)],
                 check=True,
             )
+            wav.unlink()
+        else:
+            wav.rename(made)
+        made.replace(out)
     probe = subprocess.run(
         ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(out)],
         check=True,
