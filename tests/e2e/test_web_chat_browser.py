@@ -42,7 +42,10 @@ async def test_a_customer_chats_on_the_web_page(tmp_path: Path) -> None:
     # The first LLM call streams slowly enough to watch; every later call fails.
     standin.script(groq.text(STREAMED, token_delay=0.06))
     try:
-        async with esoteric_serve(tmp_path, standin.base_url) as base, chromium(tmp_path) as page:
+        async with (
+            esoteric_serve(tmp_path, standin.base_url, knowledge=True) as base,
+            chromium(tmp_path) as page,
+        ):
             await page.call("Page.enable")
             await page.call("Page.navigate", url=f"{base}/")
             await page.until("document.body.dataset.state === 'ready'", "the chat to connect")

@@ -123,9 +123,13 @@ async def chromium(tmp_path: Path, *flags: str) -> AsyncIterator[DevTools]:
 
 
 @contextlib.asynccontextmanager
-async def esoteric_serve(tmp_path: Path, groq_url: str, **more: str) -> AsyncIterator[str]:
+async def esoteric_serve(
+    tmp_path: Path, groq_url: str, *, knowledge: bool = False, **more: str
+) -> AsyncIterator[str]:
     """``esoteric serve`` in a subprocess (its page key ``KEY``), its LLM the Groq stand-in at
-    ``groq_url``; ``more`` adds environment variables."""
+    ``groq_url``; ``more`` adds environment variables. With ``knowledge``, yields only once the
+    fresh store's ingestion is done (until then turns are answered without retrieval, and on a
+    slow machine that can outlast a test's first questions)."""
     port = free_port()
     env = {
         k: v
@@ -159,6 +163,12 @@ async def esoteric_serve(tmp_path: Path, groq_url: str, **more: str) -> AsyncIte
                 with contextlib.suppress(httpx.TransportError):
                     if (await client.get(f"{base}/health")).status_code == 200:
                         break
+                await asyncio.sleep(0.2)
+            while knowledge:
+                assert process.returncode is None, log_file.read_text()
+                checks = (await client.get(f"{base}/ready")).json()["checks"]
+                if checks["knowledge"]["ok"]:
+                    break
                 await asyncio.sleep(0.2)
         yield base
     finally:
