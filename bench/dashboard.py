@@ -10,11 +10,11 @@ Target: p95 under 300 ms for every endpoint on both databases.
 
 The floor, in the same run, on each database: the endpoint's biggest statement (the one that
 reads the most rows; on SQLite the LLM figures are two equal scans, both counted), written out
-as plain SQL and run through the bare driver (``sqlite3`` on the same file, with the reader's
-cache and mmap settings; ``asyncpg`` with JIT off, as the dashboard runs), every row fetched, no
-Esoteric code and no SQLAlchemy. It is the same aggregation over the same rows and indexes, so
-the ratio (Esoteric's p95 / the floor's p95) is what Esoteric adds: its other, smaller
-statements, SQLAlchemy, the worker thread and the Python that shapes the answer. Floor runs
+as plain SQL and run through the bare driver (``sqlite3`` on the same file in a worker thread,
+with the reader's cache and mmap settings; ``asyncpg`` with JIT off, as the dashboard runs),
+every row fetched, no Esoteric code and no SQLAlchemy. It is the same aggregation over the same
+rows and indexes, so the ratio (Esoteric's p95 / the floor's p95) is what Esoteric adds: its
+other, smaller statements, SQLAlchemy and the Python that shapes the answer. Floor runs
 alternate with the endpoint's own. Machines differ: the ratio is the figure to compare.
 
 Postgres: a database of its own, ``esoteric_bench_dashboard``, created and dropped (the server
