@@ -69,6 +69,32 @@ class LLMConfig:
     knowledge_k: int = 4
     currency: str | None = None
     max_emi_to_income: Decimal | None = None
+    # A model whose last ``whole_after`` requests each finished within ``whole_below_seconds``
+    # is asked for whole replies instead of a stream (see ``ModelPace``); 0 streams always.
+    whole_below_seconds: float = 0.3
+    whole_after: int = 8
+
+
+class ModelPace:
+    """Whether the model answers so fast that streaming buys the customer nothing.
+
+    Channels hold a streamed reply's first message back for a moment (Telegram 0.3 s) so that
+    a fast reply goes out once, whole. A model that finishes within that moment is better asked
+    for the whole reply at once: no stream of a frame per word to decode, no preview to keep,
+    the same reply. Each request's duration is noted, streamed or not; one slower than the bound
+    turns streaming back on at once, and it stays on until enough fast requests in a row."""
+
+    def __init__(self, below_seconds: float, after: int) -> None:
+        self.below_seconds = below_seconds
+        self.after = after
+        self._fast_in_a_row = 0
+
+    def note(self, seconds: float) -> None:
+        self._fast_in_a_row = self._fast_in_a_row + 1 if seconds <= self.below_seconds else 0
+
+    @property
+    def whole(self) -> bool:
+        return self.after > 0 and self._fast_in_a_row >= self.after
 
 
 @dataclass
@@ -208,6 +234,7 @@ class LLMAgent:
         # A marker only the system prompt contains: seeing it in a reply means a prompt leak.
         self.canary = f"esoteric-{secrets.token_hex(6)}"
         self._tools = ToolSession.definitions()
+        self.pace = ModelPace(config.whole_below_seconds, config.whole_after)
 
     # -- the Agent protocol ---------------------------------------------------------------------
 
@@ -247,6 +274,7 @@ class LLMAgent:
         self, ctx: TurnContext, queue: asyncio.Queue[str | _Done | _Failed], streaming: bool
     ) -> None:
         figures = TurnFigures(self.config.model, self.clock())
+        streaming = streaming and not self.pace.whole
         ctx, language = self._language(ctx)
         figures.language = language
         try:
@@ -515,8 +543,10 @@ class LLMAgent:
         # The SDK's raw ``post`` (its documented way to send a body as is): same HTTP client,
         # errors and SSE decoding, without building typed request and chunk models, which cost
         # more CPU per turn than everything else the agent does.
+        started = self.clock()
         if not streaming:
             completion = await self.client.post(COMPLETIONS_PATH, body=body, cast_to=object)
+            self.pace.note(self.clock() - started)
             if figures.first_token_at is None:
                 figures.first_token_at = self.clock()
             if not isinstance(completion, dict) or not completion.get("choices"):
@@ -575,6 +605,7 @@ class LLMAgent:
                         finish = str(choice["finish_reason"])
         if finish is None:
             raise AgentError("the stream ended before the model finished its reply")
+        self.pace.note(self.clock() - started)
         calls = [calls_by_index[i] for i in sorted(calls_by_index)]
         for number, call in enumerate(calls):
             call["id"] = call["id"] or f"call_{number}"
