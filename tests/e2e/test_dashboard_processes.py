@@ -6,7 +6,6 @@ database alone carries the sessions."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from adapters.http.admin_auth import COOKIE
 from core.store.database import Database
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, inherited_env
 
 ADMIN_KEY = "admin-key-0123456789abcdef-processes"
 ADMIN_SECRET = "p" * 48
@@ -39,11 +38,7 @@ pytestmark = [
 async def two_processes(
     tmp_path: Path, postgres_url: str, migrated: Database
 ) -> AsyncIterator[Cluster]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ESOTERIC_", "GROQ_", "TELEGRAM_", "SLACK_")) and k != "DATABASE_URL"
-    }
+    env = inherited_env()
     env.update(
         DATABASE_URL=postgres_url,
         ESOTERIC_API_KEYS=API_KEY,

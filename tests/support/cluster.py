@@ -145,6 +145,16 @@ class Cluster:
         return "\n".join(self.log(i) for i in range(self.size))
 
 
+def inherited_env() -> dict[str, str]:
+    """This process's environment without any Esoteric or platform setting: a started process
+    is configured by what the test adds, never by what the machine happens to have set."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ESOTERIC_", "GROQ_", "TELEGRAM_", "SLACK_")) and k != "DATABASE_URL"
+    }
+
+
 def cluster_env(
     *,
     database_url: str,
@@ -155,11 +165,7 @@ def cluster_env(
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The processes' environment; without ``groq_url`` the scripted agent answers."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ESOTERIC_", "GROQ_", "TELEGRAM_", "SLACK_")) and k != "DATABASE_URL"
-    }
+    env = inherited_env()
     env.update(
         DATABASE_URL=database_url,
         ESOTERIC_REDIS_URL=redis_url,
