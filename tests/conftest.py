@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import logging
 import os
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -87,26 +90,49 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'esoteric.db'}"
 
 
+# Tests in this xdist group start several ``esoteric serve`` processes on one Postgres and need
+# most of its 100 connections (tests/e2e/conftest.py groups them).
+SEVERAL_PROCESSES = "several-processes"
+_POSTGRES_GATE = Path(tempfile.gettempdir()) / "esoteric-tests-postgres.lock"
+
+
+@contextlib.contextmanager
+def _postgres_gate(exclusive: bool) -> Iterator[None]:
+    """A lock shared by the test processes (pytest-xdist): every test holding a Postgres
+    database holds it shared, a several-process test alone, so that while one runs no other
+    test takes Postgres connections beside it."""
+    with _POSTGRES_GATE.open("a") as gate:
+        fcntl.flock(gate, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+
+
 @pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
+async def postgres_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """A fresh Postgres database for one test, dropped afterwards."""
+    group = request.node.get_closest_marker("xdist_group")
     import asyncpg
 
-    name = f"esoteric_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    try:
-        yield f"{base}/{name}"
-    finally:
+    with _postgres_gate(exclusive=group is not None and SEVERAL_PROCESSES in group.args):
+        name = f"esoteric_test_{uuid.uuid4().hex[:12]}"
         admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.execute(f'CREATE DATABASE "{name}"')
         finally:
             await admin.close()
+        base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace(
+            "postgresql://", "postgresql+asyncpg://"
+        )
+        try:
+            yield f"{base}/{name}"
+        finally:
+            admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

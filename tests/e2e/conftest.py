@@ -42,7 +42,8 @@ async def migrated(postgres_url: str) -> AsyncIterator[Database]:
 
 # Tests that start several ``esoteric serve`` processes on one Postgres: under pytest-xdist
 # (``--dist loadgroup``) they run one after another on one worker, since two at once could
-# pass Postgres's 100 connections. Everything else runs beside them.
+# pass Postgres's 100 connections, and while one runs the other worker's tests wait before
+# taking a Postgres database (the gate in tests/conftest.py). Everything else runs beside them.
 _SEVERAL_PROCESSES = ("test_many_processes.py", "test_voice_crash.py")
 
 
