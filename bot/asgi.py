@@ -25,7 +25,6 @@ from bot.runtime import Runtime
 from core.dashboard import Dashboard
 from core.errors import StoreUnavailable
 from core.knowledge.gate import KnowledgeNotReady
-from core.ratelimit import RateLimits
 from core.store.database import ping
 
 log = logging.getLogger(__name__)
@@ -218,9 +217,7 @@ def create_app(runtime: Runtime, channels: list[ChannelAdapter]) -> FastAPI:
         )
         dashboard = Dashboard(runtime.db, settings.llm_price_per_million_tokens)
         runtime.close_later(dashboard.close)
-        limits = RateLimits(settings.redis_url)
-        runtime.close_later(limits.aclose)
-        limit = AdminLimit(limits, settings.admin_requests_per_minute)
+        limit = AdminLimit(runtime.shared_limits(), settings.admin_requests_per_minute)
         app.include_router(build_admin_api_router(dashboard, limit))
 
     # Outermost last: request ids wrap everything, so even a refused body's log line has one.

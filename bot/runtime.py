@@ -83,6 +83,15 @@ class Runtime:
     # Voice notes' speech to text (None without GROQ_API_KEY): the turn's VoiceNotes handler
     # uses it, and channels that hear reps' voice messages too.
     transcriber: Transcriber | None = None
+    # The per-minute counters (flood control; Redis when set), for parts built later to share.
+    limits: RateLimits | None = None
+
+    def shared_limits(self) -> RateLimits:
+        """The runtime's rate-limit counters, made here for a runtime built by hand."""
+        if self.limits is None:
+            self.limits = RateLimits(self.settings.redis_url)
+            self.close_later(self.limits.aclose)
+        return self.limits
 
     def close_later(self, close: Callable[[], Awaitable[None]]) -> None:
         """Tear ``close`` down with the runtime (after the channels have stopped)."""
@@ -394,7 +403,7 @@ async def open_runtime(
         runtime = Runtime(settings, db, catalogue, scripted, agent, service, None)
         runtime.knowledge, runtime.knowledge_problem = knowledge, knowledge_problem
         runtime.handoffs, runtime.admin, runtime.postgres_dsn = handoffs, admin, dsn
-        runtime.stack, runtime.transcriber = stack, transcriber
+        runtime.stack, runtime.transcriber, runtime.limits = stack, transcriber, limits
         if scheduler:
             sched = AsyncIOScheduler(timezone="UTC")
             sched.add_job(
