@@ -11,6 +11,7 @@ import redis.asyncio as redis
 
 from core.store.database import Database, create_database
 from core.store.schema import upgrade_to_head
+from tests.conftest import SEVERAL_PROCESSES
 
 
 @pytest.fixture
@@ -44,10 +45,14 @@ async def migrated(postgres_url: str) -> AsyncIterator[Database]:
 # (``--dist loadgroup``) they run one after another on one worker, since two at once could
 # pass Postgres's 100 connections, and while one runs the other worker's tests wait before
 # taking a Postgres database (the gate in tests/conftest.py). Everything else runs beside them.
-_SEVERAL_PROCESSES = ("test_many_processes.py", "test_voice_crash.py")
+_SEVERAL_PROCESSES = (
+    "test_many_processes.py",
+    "test_voice_crash.py",
+    "test_dashboard_processes.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in _SEVERAL_PROCESSES:
-            item.add_marker(pytest.mark.xdist_group("several-processes"))
+            item.add_marker(pytest.mark.xdist_group(SEVERAL_PROCESSES))

@@ -29,8 +29,6 @@ _CSRF = re.compile(r'<input type="hidden" name="csrf" value="([0-9a-f]{64})">')
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.slow,
-    # Processes on one Postgres: alongside the other multi-process tests, never beside them.
-    pytest.mark.xdist_group("several-processes"),
 ]
 
 
