@@ -45,7 +45,7 @@ from core.knowledge.types import KnowledgeSearch
 from core.outbox import Outbox
 from core.ratelimit import RateLimits
 from core.store.database import Database, create_database
-from core.store.schema import is_at_head, upgrade_to_head
+from core.store.schema import is_at_head, upgrade_to_head_apart
 from core.store.turns import TurnStore
 from core.voice import GroqTranscriber, Transcriber
 from core.waiters import TurnWaiters
@@ -251,9 +251,10 @@ def build_queue(settings: Settings, dsn: str | None, *, run_jobs: bool = True) -
 
 
 async def prepare_database(settings: Settings, db: Database) -> None:
-    """The embedded default upgrades itself; a shared database must be migrated on purpose."""
+    """The embedded default upgrades itself (in a child process: see ``upgrade_to_head_apart``);
+    a shared database must be migrated on purpose."""
     if settings.is_embedded_database:
-        await upgrade_to_head(db)
+        await upgrade_to_head_apart(db)
     elif not await is_at_head(db):
         raise ConfigError(
             "DATABASE_URL",

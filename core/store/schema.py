@@ -3,11 +3,16 @@
 Alembic (with Mako and Pygments behind it) costs about 9 MiB and a tenth of a second to import,
 and a database already at the latest revision needs none of it: the revision is read with one
 query and the head from the migration files' own ``revision`` lines. Alembic is imported only
-when an upgrade is due, or when either cheap reading is inconclusive."""
+when an upgrade is due, or when either cheap reading is inconclusive. A long-running process
+upgrades through ``upgrade_to_head_apart``: a child process runs Alembic and exits, so the server
+never holds it."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +21,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 import migrations
-from core.store.database import Database
+from core.errors import StoreError
+from core.store.database import Database, create_database
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -105,6 +111,33 @@ async def upgrade_to_head(db: Database) -> None:
     await upgrade_to(db, "head")
 
 
+# The database the child process of ``upgrade_to_head_apart`` upgrades (an environment variable,
+# not an argument: a URL may hold a password, and arguments are visible to every user).
+UPGRADE_URL_VARIABLE = "ESOTERIC_UPGRADE_DATABASE_URL"
+
+
+async def upgrade_to_head_apart(db: Database) -> None:
+    """``upgrade_to_head`` for a long-running process: a database behind the head is upgraded
+    by a child process (``python -m core.store.schema``), so that Alembic and the migrations
+    (about 9 MiB, never freed once imported) stay out of the server's memory."""
+    if await _at_declared_head(db):
+        return
+    url = db.engine.url.render_as_string(hide_password=False)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "core.store.schema",
+        env={**os.environ, UPGRADE_URL_VARIABLE: url},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, errors = await process.communicate()
+    if process.returncode != 0:
+        lines = [line for line in errors.decode(errors="replace").splitlines() if line.strip()]
+        reason = lines[-1].strip() if lines else f"exit status {process.returncode}"
+        raise StoreError(f"the database schema could not be upgraded: {reason}")
+
+
 async def upgrade_to(db: Database, revision: str) -> None:
     """Run Alembic's upgrade to ``revision`` on ``db`` (imports Alembic)."""
     from alembic import command
@@ -123,3 +156,15 @@ async def is_at_head(db: Database) -> bool:
     if await _at_declared_head(db):
         return True
     return await current_revision(db) == head_revision()
+
+
+async def _upgrade_child(url: str) -> None:
+    db = create_database(url)
+    try:
+        await upgrade_to(db, "head")
+    finally:
+        await db.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(_upgrade_child(os.environ[UPGRADE_URL_VARIABLE]))
