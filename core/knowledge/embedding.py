@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import mmap
+import os
 import threading
+import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -67,14 +70,31 @@ class MiniLMEmbedder(ONNXMiniLM_L6_V2):
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         return tokenizer
 
+    # The token embedding table, read row by row outside onnxruntime (see TokenRows); None
+    # when the model is loaded whole.
+    _tokens: TokenRows | None = None
+
     @cached_property
     def model(self) -> Any:
         path = Path(self.DOWNLOAD_PATH) / self.EXTRACTED_FOLDER_NAME / "model.onnx"
         try:
-            return self._session(_weights_by_reference(path), path.parent)
+            graph, table = _weights_by_reference(path, token_table=True)
+            session = self._session(graph, path.parent)
+            if table is not None:
+                self._tokens = TokenRows(path, table)
+            return session
         except Exception as exc:  # an unexpected file layout: load it the ordinary way
             log.info("model weights read into memory, not mapped (%s: %s)", type(exc).__name__, exc)
+            self._tokens = None
             return self._session(str(path), None)
+
+    def _run(self, ids: Any, mask: Any) -> Any:
+        """The model's last hidden state for these token ids and attention mask."""
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        model = self.model
+        if self._tokens is not None:
+            feed[self._tokens.table.feeds] = self._tokens.lookup(ids)
+        return model.run(None, feed)[0]
 
     def _session(self, model: bytes | str, weights_folder: Path | None) -> Any:
         options = self.ort.SessionOptions()
@@ -102,10 +122,7 @@ class MiniLMEmbedder(ONNXMiniLM_L6_V2):
             encoded = self.tokenizer.encode_batch(documents[start : start + batch_size])
             ids = np.array([e.ids for e in encoded], dtype=np.int64)
             mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-            hidden = self.model.run(
-                None,
-                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
-            )[0]
+            hidden = self._run(ids, mask)
             weights = mask[..., None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
             batches.append(self._normalize(pooled).astype(np.float32))
@@ -116,14 +133,7 @@ class MiniLMEmbedder(ONNXMiniLM_L6_V2):
         (its batch call hands even one text to a thread pool)."""
         encoded = self.tokenizer.encode(text)
         ids = np.array([encoded.ids], dtype=np.int64)
-        hidden = self.model.run(
-            None,
-            {
-                "input_ids": ids,
-                "attention_mask": np.ones_like(ids),
-                "token_type_ids": np.zeros_like(ids),
-            },
-        )[0]
+        hidden = self._run(ids, np.ones_like(ids))
         return self._normalize(hidden.mean(axis=1)).astype(np.float32)
 
     def _forward_queries(self, texts: list[str]) -> Any:
@@ -146,14 +156,7 @@ class MiniLMEmbedder(ONNXMiniLM_L6_V2):
             # The tokenizer pads on the right: the group's own padding is a prefix of it.
             width = int(lengths[rows[-1]])
             group_ids, group_mask = ids[rows, :width], mask[rows, :width]
-            hidden = self.model.run(
-                None,
-                {
-                    "input_ids": group_ids,
-                    "attention_mask": group_mask,
-                    "token_type_ids": np.zeros_like(group_ids),
-                },
-            )[0]
+            hidden = self._run(group_ids, group_mask)
             weights = group_mask[..., None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
             if out.shape[1] == 0:
@@ -277,6 +280,14 @@ def _reachable(url: str) -> None:
 # and only pages actually read become resident. Most of the 47 MB token embedding table is
 # never read (a page per few tokens that occur), and weights onnxruntime repacks for its matrix
 # kernels are released once repacked. The vectors are bit-for-bit those of the ordinary load.
+#
+# The token embedding table is taken out of the graph altogether: its lookup (a Gather of
+# input_ids) becomes an input that Esoteric fills with the rows it reads from the file (TokenRows).
+# Mapped, the table's pages stayed resident once touched, and each touch mapped the page's
+# cached neighbours too (the kernel's fault-around, 64 KiB): 9 MiB of the serving process after
+# 600 Telegram messages, and over 20 MiB after 900 varied questions, growing towards the whole
+# 45 MiB in a long-running process. Read with pread, the rows are copied from the file cache,
+# which the process does not hold.
 
 _GRAPH = 7  # ModelProto.graph
 _INITIALIZER = 5  # GraphProto.initializer (a TensorProto)
@@ -284,6 +295,43 @@ _RAW_DATA = 9  # TensorProto.raw_data
 _EXTERNAL_DATA = 13  # TensorProto.external_data (key/value entries)
 _DATA_LOCATION = 14  # TensorProto.data_location; 1 = EXTERNAL
 _BY_REFERENCE_BYTES = 4096  # smaller weights stay inline
+_NODE = 1  # GraphProto.node (a NodeProto: input 1, output 2, op_type 4)
+_GRAPH_INPUT = 11  # GraphProto.input (a ValueInfoProto)
+_DIMS, _DATA_TYPE, _TENSOR_NAME = 1, 2, 8  # TensorProto fields
+_FLOAT = 1  # TensorProto.DataType.FLOAT
+
+
+@dataclass(frozen=True)
+class TokenTable:
+    """Where the model file keeps its token embedding table, and the graph input its rows
+    now feed."""
+
+    offset: int
+    rows: int
+    width: int
+    feeds: str
+
+
+class TokenRows:
+    """The token embedding table's rows for a batch of token ids, read from the model file with
+    ``pread`` (thread-safe: no shared file position)."""
+
+    def __init__(self, path: Path, table: TokenTable) -> None:
+        self.table = table
+        self._fd = os.open(path, os.O_RDONLY)
+        self._finalizer = weakref.finalize(self, os.close, self._fd)
+
+    def lookup(self, ids: Any) -> Any:
+        unique, inverse = np.unique(ids, return_inverse=True)
+        if unique.size and (unique[0] < 0 or unique[-1] >= self.table.rows):
+            raise ValueError(f"token id outside the model's {self.table.rows} tokens")
+        found = np.empty((unique.size, self.table.width), dtype="<f4")
+        size = self.table.width * 4
+        for row, token in zip(found, unique.tolist(), strict=True):
+            read = os.preadv(self._fd, [row.data], self.table.offset + token * size)
+            if read != size:
+                raise OSError("the model file ended inside its token embedding table")
+        return found[inverse.reshape(ids.shape)]
 
 
 def _varint(data: memoryview, at: int) -> tuple[int, int]:
@@ -337,30 +385,103 @@ def _entry(key: str, value: str) -> bytes:
     return _delimited(_EXTERNAL_DATA, _delimited(1, key.encode()) + _delimited(2, value.encode()))
 
 
-def _weights_by_reference(path: Path) -> bytes:
+def _string(data: memoryview, start: int, end: int) -> str:
+    return bytes(data[start:end]).decode()
+
+
+def _lookup_of(data: memoryview, start: int, end: int) -> tuple[str, str] | None:
+    """(table, output) when this NodeProto is a Gather of ``input_ids`` from a table."""
+    inputs, outputs, op = [], [], ""
+    for number, _, f_start, f_end, _ in _fields(data, start, end):
+        if number == 1:
+            inputs.append(_string(data, f_start, f_end))
+        elif number == 2:
+            outputs.append(_string(data, f_start, f_end))
+        elif number == 4:
+            op = _string(data, f_start, f_end)
+    if op == "Gather" and len(inputs) == 2 and inputs[1] == "input_ids" and len(outputs) == 1:
+        return inputs[0], outputs[0]
+    return None
+
+
+def _token_lookup(data: memoryview, start: int, end: int) -> tuple[str, str] | None:
+    """(table, output) of the graph's one Gather of ``input_ids`` from an initializer."""
+    found = [
+        lookup
+        for number, _, n_start, n_end, _ in _fields(data, start, end)
+        if number == _NODE and (lookup := _lookup_of(data, n_start, n_end)) is not None
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def _float_input(name: str, width: int) -> bytes:
+    """A graph input of float32 [b, s, width] (a ValueInfoProto)."""
+
+    def dim(payload: bytes) -> bytes:
+        return _delimited(1, payload)
+
+    dims = (
+        dim(_delimited(2, b"b")) + dim(_delimited(2, b"s")) + dim(b"\x08" + _encode_varint(width))
+    )
+    tensor = b"\x08" + _encode_varint(_FLOAT) + _delimited(2, dims)
+    return _delimited(
+        _GRAPH_INPUT, _delimited(1, name.encode()) + _delimited(2, _delimited(1, tensor))
+    )
+
+
+def _weights_by_reference(path: Path, token_table: bool = False) -> tuple[bytes, TokenTable | None]:
     """The model at ``path`` with its large weights as external data pointing into ``path``
-    itself at their own offsets. Reads only the graph's structure, a few hundred KiB."""
+    itself at their own offsets. Reads only the graph's structure, a few hundred KiB.
+    ``token_table``: also take the token embedding table's lookup out of the graph (see above),
+    when the graph has the one lookup expected; its table is then returned."""
     with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         data = memoryview(mapped)
         try:
             model = bytearray()
             referenced = 0
+            table: TokenTable | None = None
             for number, _, start, end, whole in _fields(data, 0, len(data)):
                 if number != _GRAPH:
                     model += data[whole:end]
                     continue
+                lookup = _token_lookup(data, start, end) if token_table else None
                 graph = bytearray()
                 for g_number, _, g_start, g_end, g_whole in _fields(data, start, end):
+                    if (
+                        lookup is not None
+                        and g_number == _NODE
+                        and _lookup_of(data, g_start, g_end) == lookup
+                    ):
+                        continue  # the lookup itself: its output becomes an input
                     if g_number != _INITIALIZER:
                         graph += data[g_whole:g_end]
                         continue
                     tensor = bytearray()
                     raw: tuple[int, int] | None = None
-                    for t_number, _, t_start, t_end, t_whole in _fields(data, g_start, g_end):
+                    name, dims, dtype = "", [], 0
+                    for t_number, wire, t_start, t_end, t_whole in _fields(data, g_start, g_end):
                         if t_number == _RAW_DATA and t_end - t_start >= _BY_REFERENCE_BYTES:
                             raw = (t_start, t_end)
                         else:
                             tensor += data[t_whole:t_end]
+                        if t_number == _TENSOR_NAME:
+                            name = _string(data, t_start, t_end)
+                        elif t_number == _DATA_TYPE:
+                            dtype = _varint(data, t_start)[0]
+                        elif t_number == _DIMS and wire == 0:
+                            dims.append(_varint(data, t_start)[0])
+                        elif t_number == _DIMS:
+                            at = t_start
+                            while at < t_end:
+                                value, at = _varint(data, at)
+                                dims.append(value)
+                    if lookup is not None and name == lookup[0]:
+                        if raw is None or dtype != _FLOAT or len(dims) != 2:
+                            raise ValueError(f"token table {name} is not a float32 matrix")
+                        if dims[0] * dims[1] * 4 != raw[1] - raw[0]:
+                            raise ValueError(f"token table {name} has {raw[1] - raw[0]} bytes")
+                        table = TokenTable(raw[0], dims[0], dims[1], lookup[1])
+                        continue
                     if raw is not None:
                         tensor += _entry("location", path.name)
                         tensor += _entry("offset", str(raw[0]))
@@ -368,9 +489,13 @@ def _weights_by_reference(path: Path) -> bytes:
                         tensor += _encode_varint(_DATA_LOCATION << 3) + _encode_varint(1)
                         referenced += raw[1] - raw[0]
                     graph += _delimited(_INITIALIZER, bytes(tensor))
+                if lookup is not None:
+                    if table is None:
+                        raise ValueError(f"no initializer {lookup[0]} for the token lookup")
+                    graph += _float_input(table.feeds, table.width)
                 model += _delimited(_GRAPH, bytes(graph))
             if referenced == 0:
                 raise ValueError("no weights stored inline")
-            return bytes(model)
+            return bytes(model), table
         finally:
             data.release()
