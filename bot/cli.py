@@ -282,6 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker": _worker,
         "migrate": _migrate,
     }
+    if args.command in ("serve", "worker"):
+        from bot.kb import limit_malloc_arenas
+
+        limit_malloc_arenas()
     if args.command == "kb":
         runner = _kb_runner(args)
     elif args.command == "report":
