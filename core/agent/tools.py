@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -152,6 +152,19 @@ class ToolSession:
         ("request_human", HumanArgs),
     )
 
+    # Each tool's arguments and the method that runs it, by name. Looked up per call rather than
+    # kept as bound methods on the instance: those would make every session a reference cycle
+    # (holding the turn's history and retrieved chunks) that only the garbage collector frees.
+    _IMPL: ClassVar[dict[str, tuple[type[_Args], str]]] = {
+        "calculate_emi": (EmiArgs, "_emi"),
+        "check_eligibility": (EligibilityArgs, "_eligibility"),
+        "amortisation_summary": (AmortisationArgs, "_amortisation"),
+        "lookup_product": (ProductArgs, "_product"),
+        "search_knowledge": (KnowledgeArgs, "_search"),
+        "capture_lead": (LeadArgs, "_capture_lead"),
+        "request_human": (HumanArgs, "_request_human"),
+    }
+
     def __init__(
         self,
         ctx: TurnContext,
@@ -173,15 +186,6 @@ class ToolSession:
         self.calls: list[dict[str, Any]] = []
         # Every figure a tool produced this turn, to check the reply quotes only these.
         self.figures: list[str] = []
-        self._impl: dict[str, tuple[type[_Args], ToolFn]] = {
-            "calculate_emi": (EmiArgs, self._emi),
-            "check_eligibility": (EligibilityArgs, self._eligibility),
-            "amortisation_summary": (AmortisationArgs, self._amortisation),
-            "lookup_product": (ProductArgs, self._product),
-            "search_knowledge": (KnowledgeArgs, self._search),
-            "capture_lead": (LeadArgs, self._capture_lead),
-            "request_human": (HumanArgs, self._request_human),
-        }
 
     @classmethod
     def definitions(cls) -> list[dict[str, Any]]:
@@ -204,11 +208,12 @@ class ToolSession:
         """Run one tool call and return its JSON result; failures are results too."""
         record: dict[str, Any] = {"name": name, "ok": False}
         self.calls.append(record)
-        spec = self._impl.get(name)
+        spec = self._IMPL.get(name)
         if spec is None:
             record["error"] = "unknown_tool"
-            return _error(f"there is no tool named {name!r}; available: {', '.join(self._impl)}")
-        model, fn = spec
+            return _error(f"there is no tool named {name!r}; available: {', '.join(self._IMPL)}")
+        model, method = spec
+        fn: ToolFn = getattr(self, method)
         try:
             raw = json.loads(arguments or "{}")
             if not isinstance(raw, dict):
