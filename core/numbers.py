@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 _UNITS = {
     "zero": 0,
@@ -354,11 +355,16 @@ _DEVANAGARI_FOLD = str.maketrans(
 )
 
 
+_DOUBLED = re.compile(r"([a-z])\1")
+
+
+# Every word of every message is folded, most of them everyday words seen before: remembered.
+@lru_cache(maxsize=4096)
 def _fold(word: str) -> str:
     """One spelling for the variants of a number word: "paanch"/"panch", "पाँच"/"पांच"."""
     word = unicodedata.normalize("NFD", word.lower()).translate(_DEVANAGARI_FOLD)
     word = word.replace("ee", "i").replace("w", "v")
-    return re.sub(r"([a-z])\1", r"\1", word)
+    return _DOUBLED.sub(r"\1", word)
 
 
 def _folded(table: dict[str, Decimal]) -> dict[str, Decimal]:
@@ -494,13 +500,14 @@ def normalise_numbers(text: str) -> str:
     becomes "years"/"months" right after a number, so "har mahine" (every month) stays."""
     text = _GLUED_WORD.sub(" ", text.translate(_DEVANAGARI_DIGITS))
     tokens = list(_TOKEN.finditer(text))
+    lowered = [t.group().lower() for t in tokens]
     out: list[str] = []
     last = 0
     i = 0
     while i < len(tokens):
         start = i
         adjust = Decimal(0)
-        words = [t.group().lower() for t in tokens[i:]]
+        words = lowered[i:]
         value: Decimal | None = None
         j = 0
         if _fold(words[0]) in _ADJUSTERS:
