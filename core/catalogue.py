@@ -267,6 +267,12 @@ def _skeleton(word: str) -> str:
     return _single(_VOWELS.sub("", word))
 
 
+def _anagram(word: str) -> tuple[str, str]:
+    """A word's first letter and its letters in order: a word with two letters swapped (not
+    the first) has the same."""
+    return word[:1], "".join(sorted(word))
+
+
 class ProductMatcher:
     """Which product a message names, also misspelt ("personl loan", "hom lone") or in Hindi.
 
@@ -292,10 +298,14 @@ class ProductMatcher:
         ]
         self._singles: dict[str, str] = {}
         self._skeletons: dict[str, str] = {}
+        # The aliases by first letter and letters in order, for the swapped-letters check: the
+        # only aliases a word can be one swap away from (each list in ``_fuzzy_choices`` order).
+        self._anagrams: dict[tuple[str, str], list[str]] = {}
         for alias in self._fuzzy_choices:
             self._singles.setdefault(_single(alias), alias)
             if len(_skeleton(alias)) >= 3:
                 self._skeletons.setdefault(_skeleton(alias), alias)
+            self._anagrams.setdefault(_anagram(alias), []).append(alias)
 
     def match(self, text: str, expecting_product: bool = False) -> str | None:
         """The product id ``text`` names, or ``None``. ``expecting_product``: the bot has just
@@ -342,9 +352,11 @@ class ProductMatcher:
                 return found
         if before_want and len(word) >= 4:
             for alias in self._fuzzy_choices:
+                if len(alias) != len(word):
+                    continue
                 slips = {(a, b) for a, b in zip(alias, word, strict=False) if a != b}
                 # Only "a" for "e" and back, the usual slip in Hinglish ("ship" is no shop).
-                if len(alias) == len(word) and slips in ({("a", "e")}, {("e", "a")}):
+                if slips in ({("a", "e")}, {("e", "a")}):
                     return alias
         # "hom" before "lone" is a home loan; a lone short word needs to be nearly exact.
         if before_loan or len(word) >= 5:
@@ -356,12 +368,8 @@ class ProductMatcher:
                 return str(best[0])
         # Two letters swapped ("hoem", "gahr", "cra loan"): one swap, same first letter.
         if len(word) >= 4 or before_loan:
-            for alias in self._fuzzy_choices:
-                if (
-                    alias[0] == word[0]
-                    and sorted(alias) == sorted(word)
-                    and OSA.distance(word, alias, score_cutoff=1) <= 1
-                ):
+            for alias in self._anagrams.get(_anagram(word), ()):
+                if OSA.distance(word, alias, score_cutoff=1) <= 1:
                     return alias
         return None
 
