@@ -223,11 +223,40 @@ def _to_sqlite(value: Any) -> Any:
     if type(value) in _PLAIN:  # most parameters: passed as they are, checked first
         return value
     if isinstance(value, datetime):
-        # SQLAlchemy's SQLite DATETIME format; every stored time is UTC.
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return _sqlite_time(value)
     if isinstance(value, dict | list):
         return json.dumps(value)
     return value
+
+
+# The time last formatted, with its text: a transaction passes one ``now`` to most of its
+# statements. One tuple, replaced whole, so the event loop's and the database thread's calls
+# never see a time with another's text.
+_last_time: tuple[datetime | None, str] = (None, "")
+
+
+def _sqlite_time(value: datetime) -> str:
+    """SQLAlchemy's SQLite DATETIME format ("%Y-%m-%d %H:%M:%S.%f"); every stored time is UTC."""
+    global _last_time
+    last = _last_time
+    if last[0] is value:
+        return last[1]
+    utc = value.astimezone(UTC)
+    if utc.year < 1000:  # strftime's %Y does not pad these
+        text = utc.strftime("%Y-%m-%d %H:%M:%S.%f")
+    else:
+        # % formatting: half strftime's time, and faster than an f-string with the same widths.
+        text = "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031
+            utc.year,
+            utc.month,
+            utc.day,
+            utc.hour,
+            utc.minute,
+            utc.second,
+            utc.microsecond,
+        )
+    _last_time = (value, text)
+    return text
 
 
 def _to_postgres(value: Any) -> Any:
