@@ -177,7 +177,9 @@ def groq_client(settings: Settings, stack: AsyncExitStack) -> Any:
     waits ignore. Imported here: the SDK and its transports take a tenth of a second and 18 MiB,
     which the scripted agent alone does not need."""
     import httpx
-    from groq import AsyncGroq, DefaultAioHttpClient
+    from groq import AsyncGroq
+
+    from core.agent.groq_http import GroqHttpClient
 
     assert settings.groq_api_key is not None
     timeout = settings.llm_request_timeout_seconds
@@ -186,7 +188,7 @@ def groq_client(settings: Settings, stack: AsyncExitStack) -> Any:
         base_url=settings.groq_base_url,
         max_retries=0,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-        http_client=DefaultAioHttpClient(),
+        http_client=GroqHttpClient(),
     )
     stack.push_async_callback(client.close)
     return client
