@@ -290,7 +290,10 @@ class WebChannel:
         session_id = secrets.token_urlsafe(24)
         now = self.clock()
         await self.db.run(create_session, session_id, owner, now)
-        return SessionRecord(session_id, owner, now, None)
+        record = SessionRecord(session_id, owner, now, None)
+        # Its first message follows at once: found here, not read back from the database.
+        self._remember(record)
+        return record
 
     async def owned_session(self, session_id: str, owner: str) -> SessionRecord | None:
         """The session if it exists and belongs to ``owner``'s key; another key's session is
