@@ -78,7 +78,8 @@ class MiniLMEmbedder(ONNXMiniLM_L6_V2):
     def model(self) -> Any:
         path = Path(self.DOWNLOAD_PATH) / self.EXTRACTED_FOLDER_NAME / "model.onnx"
         try:
-            graph, table = _weights_by_reference(path, token_table=True)
+            # pread of one row at a time: os.preadv (not on Windows).
+            graph, table = _weights_by_reference(path, token_table=hasattr(os, "preadv"))
             session = self._session(graph, path.parent)
             if table is not None:
                 self._tokens = TokenRows(path, table)
@@ -277,8 +278,7 @@ def _reachable(url: str) -> None:
 # to onnxruntime as its graph with each large weight turned into a reference to where that
 # weight's bytes already lie in the original model.onnx: nothing is written anywhere, the
 # mapped pages are the operating system's file cache (shared by every process on the machine),
-# and only pages actually read become resident. Most of the 47 MB token embedding table is
-# never read (a page per few tokens that occur), and weights onnxruntime repacks for its matrix
+# and only pages actually read become resident. Weights onnxruntime repacks for its matrix
 # kernels are released once repacked. The vectors are bit-for-bit those of the ordinary load.
 #
 # The token embedding table is taken out of the graph altogether: its lookup (a Gather of
