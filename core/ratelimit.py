@@ -64,89 +64,6 @@ def _limits_uri(url: str) -> str:
     return "async+" + url
 
 
-# limits' window: RateLimitItemPerMinute's expiry, in seconds.
-_MINUTE = 60
-
-
-class _LocalWindows:
-    """limits' sliding window counter as its memory storage keeps it, for one process, without
-    the library's layers (a key string built per call, six awaited storage calls, a sweeping
-    task per count): the same two counts a key, the same weights and the same reset times.
-
-    A count is kept under the key and its window's number (the time over 60 seconds), and
-    lives twice a window from its first hit, as in the library; the ones past their time are
-    dropped every so often."""
-
-    def __init__(self) -> None:
-        # (scope, key, per_minute, window) -> [count, expires at]
-        self._counts: dict[tuple[str, str, int, int], list[float]] = {}
-        self._swept = time.time()
-
-    def _get(self, key: tuple[str, str, int, int], now: float) -> int:
-        entry = self._counts.get(key)
-        if entry is None:
-            return 0
-        if entry[1] <= now:
-            del self._counts[key]
-            return 0
-        return int(entry[0])
-
-    def _windows(self, scope: str, key: str, per_minute: int, now: float) -> tuple[Any, ...]:
-        """The previous and current window's keys, counts and seconds left (limits'
-        ``get_sliding_window``)."""
-        previous = (scope, key, per_minute, int((now - _MINUTE) / _MINUTE))
-        current = (scope, key, per_minute, int(now / _MINUTE))
-        previous_count = self._get(previous, now)
-        current_count = self._get(current, now)
-        previous_ttl = (
-            0.0 if previous_count == 0 else (1 - (((now - _MINUTE) / _MINUTE) % 1)) * _MINUTE
-        )
-        current_ttl = (1 - ((now / _MINUTE) % 1)) * _MINUTE + _MINUTE
-        return current, previous_count, previous_ttl, current_count, current_ttl
-
-    def hit(self, scope: str, key: str, per_minute: int) -> bool:
-        """One hit if the weighted count allows it (limits' ``acquire_sliding_window_entry``)."""
-        now = time.time()
-        if now - self._swept > _MINUTE:
-            self._sweep(now)
-        current, previous_count, previous_ttl, current_count, _ = self._windows(
-            scope, key, per_minute, now
-        )
-        if math.floor(previous_count * previous_ttl / _MINUTE + current_count) + 1 > per_minute:
-            return False
-        entry = self._counts.get(current)
-        if entry is None:
-            entry = self._counts[current] = [0, 0.0]
-        entry[0] += 1
-        if entry[0] == 1:
-            entry[1] = now + 2 * _MINUTE
-        # As the library checks again after counting (and takes the hit back if over).
-        if math.floor(previous_count * previous_ttl / _MINUTE + entry[0]) > per_minute:
-            entry[0] = max(entry[0] - 1, 0)
-            return False
-        return True
-
-    def reset_time(self, scope: str, key: str, per_minute: int) -> float:
-        """When a refused key may try again (limits' ``get_window_stats``)."""
-        now = time.time()
-        _, previous_count, previous_ttl, current_count, current_ttl = self._windows(
-            scope, key, per_minute, now
-        )
-        if not (previous_count or current_count):
-            return now
-        previous_reset_in, current_reset_in = math.inf, math.inf
-        if previous_count:
-            previous_reset_in = previous_ttl % (_MINUTE / previous_count)
-        if current_count:
-            current_reset_in = current_ttl % _MINUTE
-        return now + min(previous_reset_in, current_reset_in)
-
-    def _sweep(self, now: float) -> None:
-        self._swept = now
-        for key in [k for k, (_, expires) in self._counts.items() if expires <= now]:
-            del self._counts[key]
-
-
 class RateLimits:
     """Per-minute limits by (scope, key); shared across processes when backed by Redis.
 
@@ -162,12 +79,8 @@ class RateLimits:
         self._storage: MemoryStorage | RedisStorage
         # What a failed count raises: the memory storage only fails as any code can.
         self._errors: tuple[type[Exception], ...] = ()
-        # One process (no Redis): the counts are kept here, the way limits' memory storage
-        # keeps them, at a tenth of its cost (two counts a request on the web API).
-        self._local: _LocalWindows | None = None
         if redis_url is None:
             self._storage = MemoryStorage()
-            self._local = _LocalWindows()
         else:
             self._pool = redis_pool(redis_url, f"{prefix}:ratelimit")
             self._errors = redis_errors()
@@ -187,10 +100,6 @@ class RateLimits:
         retry would be allowed. A refused request is not counted."""
         if per_minute < 1:
             raise ValueError("per_minute must be at least 1")
-        if self._local is not None:
-            if self._local.hit(scope, key, per_minute):
-                return 0
-            return max(1, math.ceil(self._local.reset_time(scope, key, per_minute) - time.time()))
         # The scope is the limit's namespace: the Redis key reads
         # "<prefix>:ratelimit:<scope>/<key>/<per_minute>/1/minute".
         item = RateLimitItemPerMinute(per_minute, namespace=scope)
