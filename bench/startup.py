@@ -60,7 +60,7 @@ def environment(data_dir: Path, port: int) -> dict[str, str]:
 
 async def first_answers(
     command: list[str], env: dict[str, str], port: int, messages: list[str], until_kb: bool
-) -> list[tuple[float, str]]:
+) -> list[tuple[float, str | None]]:
     """(seconds since spawn, reply) for each message, sent one after another as soon as the
     server answers; with ``until_kb`` the last message is repeated until the knowledge base
     answers it."""
@@ -68,7 +68,7 @@ async def first_answers(
     process = await asyncio.create_subprocess_exec(
         *command, env=env, cwd=ROOT, stderr=asyncio.subprocess.DEVNULL
     )
-    out: list[tuple[float, str]] = []
+    out: list[tuple[float, str | None]] = []
     try:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": KEY}, timeout=120
@@ -84,7 +84,8 @@ async def first_answers(
                     reply = (await client.post("/api/v1/chat", json=body)).json()["reply"]
                     out.append((time.perf_counter() - started, reply))
                 n = len(messages)
-                while until_kb and not out[-1][1].startswith("From "):
+                # A null reply (the API's answer when the turn gave none) is not yet one.
+                while until_kb and not (out[-1][1] or "").startswith("From "):
                     await asyncio.sleep(0.25)
                     n += 1
                     body = {
@@ -142,7 +143,7 @@ async def main(runs: int, store: Path | None) -> None:
                 serve_command(), environment(store, port), port, [QUESTION], False
             )
             question.append(got[0][0])
-            from_kb.append(got[0][1].startswith("From "))
+            from_kb.append((got[0][1] or "").startswith("From "))
             port = free_port()
             fresh = Path(tmp) / f"fresh-{run}"
             got = await first_answers(
