@@ -142,27 +142,21 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
 class ToolSession:
     """The tools for one turn of one conversation, and what they changed."""
 
-    SPECS: tuple[tuple[str, type[_Args]], ...] = (
-        ("calculate_emi", EmiArgs),
-        ("check_eligibility", EligibilityArgs),
-        ("amortisation_summary", AmortisationArgs),
-        ("lookup_product", ProductArgs),
-        ("search_knowledge", KnowledgeArgs),
-        ("capture_lead", LeadArgs),
-        ("request_human", HumanArgs),
+    # Each tool's name, arguments and the method that runs it. The method is looked up by name
+    # per call rather than kept bound on the instance: bound methods would make every session a
+    # reference cycle (holding the turn's history and retrieved chunks) that only the garbage
+    # collector frees.
+    SPECS: tuple[tuple[str, type[_Args], str], ...] = (
+        ("calculate_emi", EmiArgs, "_emi"),
+        ("check_eligibility", EligibilityArgs, "_eligibility"),
+        ("amortisation_summary", AmortisationArgs, "_amortisation"),
+        ("lookup_product", ProductArgs, "_product"),
+        ("search_knowledge", KnowledgeArgs, "_search"),
+        ("capture_lead", LeadArgs, "_capture_lead"),
+        ("request_human", HumanArgs, "_request_human"),
     )
-
-    # Each tool's arguments and the method that runs it, by name. Looked up per call rather than
-    # kept as bound methods on the instance: those would make every session a reference cycle
-    # (holding the turn's history and retrieved chunks) that only the garbage collector frees.
     _IMPL: ClassVar[dict[str, tuple[type[_Args], str]]] = {
-        "calculate_emi": (EmiArgs, "_emi"),
-        "check_eligibility": (EligibilityArgs, "_eligibility"),
-        "amortisation_summary": (AmortisationArgs, "_amortisation"),
-        "lookup_product": (ProductArgs, "_product"),
-        "search_knowledge": (KnowledgeArgs, "_search"),
-        "capture_lead": (LeadArgs, "_capture_lead"),
-        "request_human": (HumanArgs, "_request_human"),
+        name: (model, method) for name, model, method in SPECS
     }
 
     def __init__(
@@ -199,7 +193,7 @@ class ToolSession:
                     "parameters": _schema(model),
                 },
             }
-            for name, model in cls.SPECS
+            for name, model, _ in cls.SPECS
         ]
 
     # -- dispatch ------------------------------------------------------------------------------
