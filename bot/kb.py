@@ -292,6 +292,14 @@ async def _warm(kb: KnowledgeBase) -> None:
     await asyncio.to_thread(release_free_memory)
 
 
+def _glibc(name: str) -> Any | None:
+    """A function of the C library's allocator, or None where there is none (not glibc)."""
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (AttributeError, OSError):
+        return None
+
+
 # glibc's M_ARENA_MAX: how many C heaps (arenas) threads may spread over.
 _M_ARENA_MAX = -8
 SERVER_MALLOC_ARENAS = 2
@@ -302,17 +310,13 @@ def limit_malloc_arenas(arenas: int = SERVER_MALLOC_ARENAS) -> None:
     default each thread that allocates may get a heap of its own, up to eight per core, and
     each keeps its freed memory: a Telegram burst measured 3-4 MiB more peak memory with the
     default (``bench/memory.py``). Call it first, before other threads start."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return
-    mallopt(_M_ARENA_MAX, arenas)
+    mallopt = _glibc("mallopt")
+    if mallopt is not None:
+        mallopt(_M_ARENA_MAX, arenas)
 
 
 def release_free_memory() -> None:
     """Return the C heap's free pages to the system (glibc's ``malloc_trim``; elsewhere a no-op)."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):
-        return
-    trim(0)
+    trim = _glibc("malloc_trim")
+    if trim is not None:
+        trim(0)
