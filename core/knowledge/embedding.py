@@ -92,7 +92,7 @@ class MiniLMEmbedder(ONNXMiniLM_L6_V2):
     def _run(self, ids: Any, mask: Any) -> Any:
         """The model's last hidden state for these token ids and attention mask."""
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        model = self.model
+        model = self.model  # first: loading the model is what sets _tokens
         if self._tokens is not None:
             feed[self._tokens.table.feeds] = self._tokens.lookup(ids)
         return model.run(None, feed)[0]
