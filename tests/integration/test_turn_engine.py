@@ -165,14 +165,22 @@ async def test_a_reply_whose_message_was_answered_meanwhile_is_never_delivered(
 
 async def test_turns_in_flight_stay_within_the_bound(database: Database) -> None:
     running = peak = 0
+    # Each turn holds until three run at once, so a slow store on a busy machine cannot keep the
+    # bound from being reached; a bound that admits fewer than three times out and fails below.
+    full = asyncio.Event()
 
     class Slow:
         async def __call__(self, turn: Turn) -> Decision | None:
             nonlocal running, peak
             running += 1
             peak = max(peak, running)
-            await asyncio.sleep(0.02)
-            running -= 1
+            if running >= 3:
+                full.set()
+            try:
+                await asyncio.wait_for(full.wait(), timeout=5)
+                await asyncio.sleep(0.02)
+            finally:
+                running -= 1
             return None
 
     service = service_with(database, Slow(), concurrency=3)
