@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, getcontext
+from functools import lru_cache
 
 getcontext().prec = 40
 
@@ -119,6 +120,12 @@ class AmortisationSummary:
     first_year_principal: Decimal
 
 
+# Summaries kept: each is a few Decimals, and customers ask for the same round figures (25
+# lakh over 20 years) again and again, while a summary walks the whole schedule (about 0.1 ms).
+SUMMARY_CACHE_SIZE = 1024
+
+
+@lru_cache(maxsize=SUMMARY_CACHE_SIZE)
 def summarise(
     principal: Decimal | int, annual_rate: Decimal | int | str, months: int
 ) -> AmortisationSummary:
