@@ -475,14 +475,19 @@ def find_event(conn: Connection, channel: str, event_id: str) -> Recorded | None
 
 # The chat's oldest unanswered messages, each with its conversation and its sender: one
 # statement for everything a turn reads but the history.
+# The chat's conversations first, then their unanswered messages by the partial index. SQLite
+# otherwise starts from every unanswered message of every chat (the status index), a cost that
+# grows with the backlog of a burst: 10 us a turn with 50 waiting, 45 us with 1,000. Its CROSS
+# JOIN keeps that order; on Postgres it is an ordinary join.
 _BATCH_SQL = (
     "SELECT m.id, m.status, m.text, m.meta, m.conversation_id, COALESCE(m.user_id, c.user_id),"
     " c.status, c.paused, c.state, c.summary, u.banned, u.display_name, u.phone, u.external_id,"
     " (SELECT key FROM bot_flags WHERE key = 'paused'), m.attempts"
-    " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+    " FROM conversations c CROSS JOIN messages m"
     " LEFT JOIN users u ON u.id = COALESCE(m.user_id, c.user_id)"
-    " WHERE m.status = 'received' AND m.direction = 'in' AND c.channel = :channel"
-    " AND c.chat_key = :chat_key AND c.thread = :thread ORDER BY m.id LIMIT :limit"
+    " WHERE m.conversation_id = c.id AND m.status = 'received' AND m.direction = 'in'"
+    " AND c.channel = :channel AND c.chat_key = :chat_key AND c.thread = :thread"
+    " ORDER BY m.id LIMIT :limit"
 )
 
 # The conversation as the customer saw it: each reply right after the message it answers, even
