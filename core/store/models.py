@@ -349,6 +349,16 @@ class OutboxItem(Base):
     __table_args__ = (
         Index("ix_outbox_status", "status", "id"),
         Index("ix_outbox_conversation", "conversation_id", "id"),
+        # A chat's items still to send, read by every turn of that chat.
+        Index(
+            "ix_outbox_pending_chat",
+            "channel",
+            "chat_key",
+            "thread",
+            "id",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from core.messages import Inbound, utcnow
 from core.store import turns
@@ -29,3 +29,40 @@ async def test_duplicate_event_is_recorded_once(database: Database) -> None:
     assert first is not None and second is None
     async with database.transaction() as s:
         assert await s.scalar(select(func.count()).select_from(Message)) == 1
+
+
+async def test_a_turn_reads_its_own_chat_whatever_the_backlog(database: Database) -> None:
+    """A burst leaves many chats with unanswered messages and items still to send; a turn's
+    reads must find its chat's own by the chat's indexes, not walk everyone's backlog."""
+    now = utcnow()
+    for n in range(40):
+        recorded = await database.run_core(
+            turns.record_inbound,
+            inbound(f"message {n}", event_id=f"e{n}", chat=f"c{n}"),
+            now,
+            timedelta(minutes=30),
+        )
+        assert recorded is not None
+    await database.run_core(
+        lambda conn: conn.exec_driver_sql(
+            "INSERT INTO outbox (conversation_id, kind, channel, chat_key, thread, payload,"
+            " status, attempts, created_at) SELECT id, 'reply', channel, chat_key, thread, '{}',"
+            " 'pending', 0, started_at FROM conversations"
+        )
+    )
+    chat = turns.ChatAddress("telegram", "c7")
+    loaded_chat, turn, pending = await database.run_core(turns.load_turn, chat, 10)
+    assert loaded_chat == chat and turn is not None
+    assert turn.text == "message 7" and len(turn.message_ids) == 1
+    assert [item.chat_key for item in pending] == ["c7"]
+    if not database.is_sqlite:
+        return  # Postgres plans by its statistics; SQLite follows the query's shape
+
+    def plan(conn: Connection, sql: str) -> str:
+        key = {"channel": "telegram", "chat_key": "c7", "thread": "", "limit": 1}
+        return " / ".join(row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, key))
+
+    batch = await database.run_core(plan, turns._BATCH_SQL)
+    assert "ix_messages_unanswered" in batch and "ix_messages_status" not in batch, batch
+    outbox = await database.run_core(plan, turns._PENDING_SQL)
+    assert "ix_outbox_pending_chat" in outbox, outbox
