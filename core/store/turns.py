@@ -475,10 +475,12 @@ def find_event(conn: Connection, channel: str, event_id: str) -> Recorded | None
 
 # The chat's oldest unanswered messages, each with its conversation and its sender: one
 # statement for everything a turn reads but the history.
-# The chat's conversations first, then their unanswered messages by the partial index. SQLite
-# otherwise starts from every unanswered message of every chat (the status index), a cost that
-# grows with the backlog of a burst: 10 us a turn with 50 waiting, 45 us with 1,000. Its CROSS
-# JOIN keeps that order; on Postgres it is an ordinary join.
+# The chat's conversations first, then their unanswered messages by the partial index. Both
+# databases otherwise start from every unanswered message of every chat, a cost that grows with
+# a burst's backlog (SQLite, 1,000 waiting: 45 us a turn instead of 16; Postgres, 20,000: 45 ms
+# instead of 0.1, walking the primary key for ORDER BY m.id). SQLite's CROSS JOIN keeps that
+# order; ordering by conversation, then message, lets Postgres read the index in order. For
+# one chat it is the same order: a chat's next conversation opens only after the last closed.
 _BATCH_SQL = (
     "SELECT m.id, m.status, m.text, m.meta, m.conversation_id, COALESCE(m.user_id, c.user_id),"
     " c.status, c.paused, c.state, c.summary, u.banned, u.display_name, u.phone, u.external_id,"
@@ -487,7 +489,7 @@ _BATCH_SQL = (
     " LEFT JOIN users u ON u.id = COALESCE(m.user_id, c.user_id)"
     " WHERE m.conversation_id = c.id AND m.status = 'received' AND m.direction = 'in'"
     " AND c.channel = :channel AND c.chat_key = :chat_key AND c.thread = :thread"
-    " ORDER BY m.id LIMIT :limit"
+    " ORDER BY m.conversation_id, m.id LIMIT :limit"
 )
 
 # The conversation as the customer saw it: each reply right after the message it answers, even
