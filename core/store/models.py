@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -178,6 +179,17 @@ class Message(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The reply that answered an inbound message (one reply may answer several in a row).
     answer_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+
+
+# A conversation in the order its customer saw it (each reply right after the message it
+# answers): the history every turn reads walks this index back from the end, so its cost is
+# the history's length, not the conversation's.
+Index(
+    "ix_messages_history",
+    Message.conversation_id,
+    func.coalesce(Message.reply_to_id, Message.id),
+    Message.id,
+)
 
 
 class Lead(Base):

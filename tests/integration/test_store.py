@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 
 from core.messages import Inbound, utcnow
 from core.store import turns
@@ -55,8 +55,9 @@ async def test_a_turn_reads_its_own_chat_whatever_the_backlog(database: Database
     assert loaded_chat == chat and turn is not None
     assert turn.text == "message 7" and len(turn.message_ids) == 1
     assert [item.chat_key for item in pending] == ["c7"]
-    if not database.is_sqlite:
-        return  # Postgres plans by its statistics; SQLite follows the query's shape
+    if database.is_postgres:
+        await _postgres_reads_its_own_chat(database)
+        return
 
     def plan(conn: Connection, sql: str) -> str:
         key = {"channel": "telegram", "chat_key": "c7", "thread": "", "limit": 1}
@@ -66,3 +67,28 @@ async def test_a_turn_reads_its_own_chat_whatever_the_backlog(database: Database
     assert "ix_messages_unanswered" in batch and "ix_messages_status" not in batch, batch
     outbox = await database.run_core(plan, turns._PENDING_SQL)
     assert "ix_outbox_pending_chat" in outbox, outbox
+    # The history in the order the customer saw it is read from its index, never sorted whole.
+    history = await database.run_core(plan, turns._HISTORY_SQL.replace(":cid", "1"))
+    assert "ix_messages_history" in history and "TEMP B-TREE" not in history, history
+
+
+async def _postgres_reads_its_own_chat(database: Database) -> None:
+    """Postgres plans by its statistics: with a real backlog (50,000 unanswered messages in the
+    other chats, analysed), the next-message read must still start from the chat."""
+
+    def backlog(conn: Connection) -> None:
+        conn.exec_driver_sql(
+            "INSERT INTO messages (conversation_id, channel, direction, author, text, status,"
+            " created_at, meta, attempts) SELECT c.id, 'telegram', 'in', 'user:1', 'hi',"
+            " 'received', now(), '{}', 0 FROM conversations c, generate_series(1, 1300) g"
+            " WHERE c.chat_key != 'c7'"
+        )
+        conn.exec_driver_sql("ANALYZE messages")
+
+    def plan(conn: Connection) -> str:
+        key = {"channel": "telegram", "chat_key": "c7", "thread": "", "limit": 1}
+        return " / ".join(row[0] for row in conn.execute(text("EXPLAIN " + turns._BATCH_SQL), key))
+
+    await database.run_core(backlog)
+    batch = await database.run_core(plan)
+    assert "ix_messages_unanswered" in batch and "pk_messages" not in batch, batch
