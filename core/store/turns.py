@@ -474,13 +474,13 @@ def find_event(conn: Connection, channel: str, event_id: str) -> Recorded | None
 
 
 # The chat's oldest unanswered messages, each with its conversation and its sender: one
-# statement for everything a turn reads but the history.
-# The chat's conversations first, then their unanswered messages by the partial index. Both
-# databases otherwise start from every unanswered message of every chat, a cost that grows with
-# a burst's backlog (SQLite, 1,000 waiting: 45 us a turn instead of 16; Postgres, 20,000: 45 ms
-# instead of 0.1, walking the primary key for ORDER BY m.id). SQLite's CROSS JOIN keeps that
-# order; ordering by conversation, then message, lets Postgres read the index in order. For
-# one chat it is the same order: a chat's next conversation opens only after the last closed.
+# statement for everything a turn reads but the history. It starts from the chat's
+# conversations, then their unanswered messages by the partial index. Both databases otherwise
+# start from every unanswered message of every chat, a cost that grows with a burst's backlog
+# (SQLite, 1,000 waiting: 45 us a turn instead of 16; Postgres, 20,000: 45 ms instead of 0.1,
+# walking the primary key for ORDER BY m.id). SQLite's CROSS JOIN keeps that order; ordering by
+# conversation, then message, lets Postgres read the index in order. For one chat it is the
+# same order: a chat's next conversation opens only after the last closed.
 _BATCH_SQL = (
     "SELECT m.id, m.status, m.text, m.meta, m.conversation_id, COALESCE(m.user_id, c.user_id),"
     " c.status, c.paused, c.state, c.summary, u.banned, u.display_name, u.phone, u.external_id,"
@@ -494,7 +494,8 @@ _BATCH_SQL = (
 
 # The conversation as the customer saw it: each reply right after the message it answers, even
 # when later messages were stored before it (a burst queues them before any reply exists).
-# Messages still waiting their turn are not part of it yet.
+# Messages still waiting their turn are not part of it yet. Read from the end of
+# ix_messages_history, whose expression is this ORDER BY's.
 _HISTORY_SQL = (
     "SELECT direction, author, text FROM messages WHERE conversation_id = :cid"
     " AND status != 'received' ORDER BY COALESCE(reply_to_id, id) DESC, id DESC LIMIT :limit"
