@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -14,12 +13,11 @@ from sqlalchemy.engine import Connection
 from core.store.database import Database
 from core.store.models import Base
 from core.store.schema import is_ours
+from tests.conftest import UNREFLECTED_EXPRESSION_INDEX
+
+pytestmark = list(UNREFLECTED_EXPRESSION_INDEX)
 
 
-# SQLite cannot reflect the expression index ix_messages_history; the comparison skips it there
-# and says so (tests/integration/test_store.py checks that SQLite's turn reads use it).
-@pytest.mark.filterwarnings("ignore:.*expression-based index ix_messages_history")
-@pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression-based")
 async def test_models_and_migrations_agree(database: Database) -> None:
     def differences(conn: Connection) -> list[Any]:
         context = MigrationContext.configure(
