@@ -658,7 +658,7 @@ def persist_turn(
         for post in answer.posts
     )
     if answer.text is None:
-        _claim(q, ids_sql, ids, turn.message_ids, MessageStatus.IGNORED, None, now)
+        _claim(q, ids_sql, ids, turn, MessageStatus.IGNORED, None, now)
         q.notify(turn.message_ids, awaited)
         return Persisted(None, None, False, posts) if posts else None
     delivered = delivered and send_now
@@ -683,7 +683,7 @@ def persist_turn(
             },
         )[0]
     )
-    _claim(q, ids_sql, ids, turn.message_ids, MessageStatus.ANSWERED, reply_id, now)
+    _claim(q, ids_sql, ids, turn, MessageStatus.ANSWERED, reply_id, now)
     q.run(
         "UPDATE conversations SET state = :state, last_activity_at = :now,"
         " summary = COALESCE(:summary, summary),"
@@ -715,22 +715,32 @@ def persist_turn(
     return Persisted(reply_id, outbox_id, send_now, posts, delivered)
 
 
+def _claim_sql(ids_sql: str) -> str:
+    # The chat as well as the ids: with it the chat's unanswered index finds exactly the
+    # turn's messages. Without it, a planner whose statistics predate a burst took that index
+    # for the ids alone and filtered every chat's unanswered messages (Postgres: 1.1 ms against
+    # 0.1 for five messages with 3,000 waiting).
+    return (
+        "UPDATE messages SET status = :status, answered_at = :now, answer_id = :reply_id"
+        f" WHERE conversation_id = :cid AND id IN {ids_sql} AND status = 'received'"
+    )
+
+
 def _claim(
     q: _Statements,
     ids_sql: str,
     ids: dict[str, Any],
-    message_ids: Sequence[int],
+    turn: TurnData,
     status: str,
     reply_id: int | None,
     now: datetime,
 ) -> None:
     claimed = q.changed(
-        "UPDATE messages SET status = :status, answered_at = :now, answer_id = :reply_id"
-        f" WHERE id IN {ids_sql} AND status = 'received'",
-        {**ids, "now": now, "status": status, "reply_id": reply_id},
+        _claim_sql(ids_sql),
+        {**ids, "cid": turn.conversation_id, "now": now, "status": status, "reply_id": reply_id},
     )
-    if claimed != len(message_ids):
-        raise TurnAlreadyAnswered(message_ids)
+    if claimed != len(turn.message_ids):
+        raise TurnAlreadyAnswered(turn.message_ids)
 
 
 class TurnAlreadyAnswered(Exception):

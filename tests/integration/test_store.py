@@ -72,6 +72,70 @@ async def test_a_turn_reads_its_own_chat_whatever_the_backlog(database: Database
     assert "ix_messages_history" in history and "TEMP B-TREE" not in history, history
 
 
+async def test_a_turn_claims_its_messages_by_its_chat_after_a_burst(database: Database) -> None:
+    """The claim (a turn's messages marked answered) must find those messages alone, even when
+    the planner's statistics predate a burst (here, a new database's first burst: none yet) and
+    thousands of other chats' messages wait unanswered."""
+    now = utcnow()
+    if database.is_postgres:
+        # No statistics until this test says so, as before autovacuum's first visit.
+        await database.run_core(
+            lambda conn: conn.exec_driver_sql(
+                "ALTER TABLE messages SET (autovacuum_enabled = false)"
+            )
+        )
+    for n in range(30):
+        recorded = await database.run_core(
+            turns.record_inbound,
+            inbound(f"message {n}", event_id=f"e{n}", chat=f"c{n}"),
+            now,
+            timedelta(minutes=30),
+        )
+        assert recorded is not None
+
+    def burst(conn: Connection) -> None:
+        conn.exec_driver_sql(
+            "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 100)"
+            " INSERT INTO messages (conversation_id, channel, direction, author, text, status,"
+            " created_at, meta, attempts) SELECT m.conversation_id, 'telegram', 'in', 'user:1',"
+            " 'hi', 'received', m.created_at, '{}', 0 FROM messages m CROSS JOIN g"
+            " WHERE m.conversation_id != (SELECT id FROM conversations WHERE chat_key = 'c7')"
+        )
+
+    def chat_seven(conn: Connection) -> tuple[int, list[int]]:
+        # Four more of its own, so that the turn answers five at once.
+        for n in range(4):
+            turns.record_inbound(
+                conn, inbound(f"and {n}", event_id=f"c7-{n}", chat="c7"), now, timedelta(hours=1)
+            )
+        rows = conn.exec_driver_sql(
+            "SELECT m.conversation_id, m.id FROM messages m JOIN conversations c"
+            " ON c.id = m.conversation_id WHERE c.chat_key = 'c7' AND m.status = 'received'"
+        ).all()
+        return rows[0][0], [row[1] for row in rows]
+
+    await database.run_core(burst)
+    conversation_id, message_ids = await database.run_core(chat_seven)
+    assert len(message_ids) == 5
+    ids_sql, ids = turns._in("m", message_ids)
+    sql = turns._claim_sql(ids_sql)
+    params = {**ids, "cid": conversation_id, "now": now, "status": "answered"}
+
+    def plan(conn: Connection) -> str:
+        if database.is_postgres:
+            rows = conn.execute(text("EXPLAIN ANALYZE " + sql), {**params, "reply_id": None})
+        else:
+            rows = conn.execute(text("EXPLAIN QUERY PLAN " + sql), {**params, "reply_id": None})
+        return " / ".join(str(row[-1]) for row in rows)
+
+    found = await database.run_core(plan)
+    if database.is_postgres:
+        removed = [int(part.split(":")[1]) for part in found.split(" / ") if "Removed" in part]
+        assert max(removed, default=0) < 10, found
+    else:
+        assert "(conversation_id=? AND id=?)" in found or "rowid=?" in found, found
+
+
 async def _postgres_reads_its_own_chat(database: Database) -> None:
     """Postgres plans by its statistics: with a real backlog (50,000 unanswered messages in the
     other chats, analysed), the next-message read must still start from the chat."""
