@@ -636,6 +636,17 @@ def print_targets(results: Sequence[Result]) -> None:
         ratio = scripted[2].rate / scripted[1].rate
         verdict = "met" if ratio >= 1.6 else "NOT met"
         print(f"target scripted: 2 workers >= 1.6x one worker: {ratio:.2f}x, {verdict}")
+        # The floor on this machine: one worker's run already keeps part of the cores busy
+        # (its Postgres backends, Postgres's own processes, this process). If every turn costs
+        # the machine what it did then, the cores allow at most cores / busy times its rate.
+        one = scripted[1]
+        cores = os.cpu_count() or 1
+        ceiling = cores / max(1e-9, one.machine_busy)
+        print(
+            f"  the machine's ceiling for any number of workers: {cores} cores / "
+            f"{one.machine_busy:.2f} cores busy with one worker = {ceiling:.2f}x one worker; "
+            f"2 workers reached {ratio / ceiling:.0%} of it"
+        )
     for r in results:
         if r.kind == "llm":
             share = r.rate / r.ceiling
