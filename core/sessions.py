@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from core.store.models import ApiSession, Conversation, ConversationStatus, Message, MessageStatus
+from core.store.models import ApiSession, Conversation, ConversationStatus, Message
 
 # A session's view returns at most this many messages, newest last.
 HISTORY_LIMIT = 200
@@ -203,15 +203,6 @@ def open_conversations(session: Session) -> dict[str, int]:
         .group_by(Conversation.channel)
     )
     return {channel: int(count) for channel, count in rows}
-
-
-def unanswered_messages(session: Session) -> int:
-    """Inbound messages stored but not yet answered: the follow-ups waiting their turn."""
-    return int(
-        session.connection()
-        .execute(select(func.count()).where(Message.status == MessageStatus.RECEIVED))
-        .scalar_one()
-    )
 
 
 def _aware(value: datetime) -> datetime:

@@ -138,7 +138,6 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("channel", "platform_event_id", name="uq_messages_event"),
         Index("ix_messages_conversation", "conversation_id", "id"),
-        Index("ix_messages_status", "status"),
         # The dashboard's period queries (messages a day, the LLM's turns).
         Index("ix_messages_created", "created_at", "channel", "direction"),
         Index(
@@ -148,7 +147,8 @@ class Message(Base):
             sqlite_where=text("edit_of IS NOT NULL"),
             postgresql_where=text("edit_of IS NOT NULL"),
         ),
-        # A chat's unanswered messages, oldest first: what every turn reads.
+        # A chat's unanswered messages, oldest first: what every turn reads. (No index on
+        # every message's status: each turn would write its pages several times over.)
         Index(
             "ix_messages_unanswered",
             "conversation_id",

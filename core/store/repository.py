@@ -15,8 +15,6 @@ from core.store.models import (
     Conversation,
     ConversationStatus,
     Lead,
-    Message,
-    MessageStatus,
 )
 
 
@@ -97,34 +95,3 @@ async def close_idle(session: AsyncSession, cutoff: datetime, now: datetime) -> 
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-async def unanswered(session: AsyncSession, channels: list[str]) -> list[tuple[int, str, str, str]]:
-    """Inbound messages stored but never answered, oldest first, with their conversation key."""
-    rows = await session.execute(
-        select(Message.id, Conversation.channel, Conversation.chat_key, Conversation.thread)
-        .join(Conversation, Conversation.id == Message.conversation_id)
-        .where(
-            Message.direction == "in",
-            Message.status == MessageStatus.RECEIVED,
-            Message.channel.in_(channels),
-        )
-        .order_by(Message.id)
-    )
-    return [(r[0], r[1], r[2], r[3]) for r in rows.all()]
-
-
-async def undelivered(session: AsyncSession, channels: list[str]) -> list[Message]:
-    return list(
-        (
-            await session.scalars(
-                select(Message)
-                .where(
-                    Message.direction == "out",
-                    Message.status == MessageStatus.PENDING,
-                    Message.channel.in_(channels),
-                )
-                .order_by(Message.id)
-            )
-        ).all()
-    )

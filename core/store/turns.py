@@ -1020,6 +1020,16 @@ class Backlog:
     abandoned: int
 
 
+# Every chat's unanswered messages, from the unanswered index; their age and order are
+# sorted out by the caller. (With either in the SQL, SQLite walked the whole table instead: in
+# id order, or every message older than the cutoff by the creation-time index.)
+_BACKLOG_SQL = (
+    "SELECT m.id, m.created_at, c.channel, c.chat_key, c.thread FROM messages m"
+    " JOIN conversations c ON c.id = m.conversation_id"
+    " WHERE m.status = 'received' AND m.direction = 'in'"
+)
+
+
 def find_backlog(conn: Connection, older_than: datetime, stale_before: datetime) -> Backlog:
     """Work a crash (or a lost job) left behind. Items a dead process was sending when it died
     (``sending`` since before ``stale_before``) become ``unknown``: they may have arrived, and a
@@ -1037,14 +1047,11 @@ def find_backlog(conn: Connection, older_than: datetime, stale_before: datetime)
             {},
         )
     unanswered: dict[ChatAddress, int] = {}
-    for mid, channel, chat_key, thread in q.all(
-        "SELECT m.id, c.channel, c.chat_key, c.thread FROM messages m"
-        " JOIN conversations c ON c.id = m.conversation_id"
-        " WHERE m.status = 'received' AND m.direction = 'in' AND m.created_at < :cutoff"
-        " ORDER BY m.id",
-        {"cutoff": older_than},
-    ):
-        unanswered.setdefault(ChatAddress(channel, chat_key, thread), mid)
+    # SQLite hands back its stored text, whose order is the times' order.
+    cutoff: Any = older_than if q.raw is None else _sqlite_time(older_than)
+    for mid, created, channel, chat_key, thread in sorted(q.all(_BACKLOG_SQL, {})):
+        if created < cutoff:
+            unanswered.setdefault(ChatAddress(channel, chat_key, thread), mid)
     flush: dict[ChatAddress, int] = {}
     loose: list[int] = []
     for oid, cid, channel, chat_key, thread in q.all(
