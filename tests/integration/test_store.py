@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, func, select, text
 
@@ -31,11 +31,9 @@ async def test_duplicate_event_is_recorded_once(database: Database) -> None:
         assert await s.scalar(select(func.count()).select_from(Message)) == 1
 
 
-async def test_a_turn_reads_its_own_chat_whatever_the_backlog(database: Database) -> None:
-    """A burst leaves many chats with unanswered messages and items still to send; a turn's
-    reads must find its chat's own by the chat's indexes, not walk everyone's backlog."""
-    now = utcnow()
-    for n in range(40):
+async def _one_message_in_each(database: Database, chats: int, now: datetime) -> None:
+    """Chats c0, c1, ... each with one unanswered message ("message 0", ...)."""
+    for n in range(chats):
         recorded = await database.run_core(
             turns.record_inbound,
             inbound(f"message {n}", event_id=f"e{n}", chat=f"c{n}"),
@@ -43,6 +41,13 @@ async def test_a_turn_reads_its_own_chat_whatever_the_backlog(database: Database
             timedelta(minutes=30),
         )
         assert recorded is not None
+
+
+async def test_a_turn_reads_its_own_chat_whatever_the_backlog(database: Database) -> None:
+    """A burst leaves many chats with unanswered messages and items still to send; a turn's
+    reads must find its chat's own by the chat's indexes, not walk everyone's backlog."""
+    now = utcnow()
+    await _one_message_in_each(database, 40, now)
     await database.run_core(
         lambda conn: conn.exec_driver_sql(
             "INSERT INTO outbox (conversation_id, kind, channel, chat_key, thread, payload,"
@@ -88,14 +93,7 @@ async def test_a_turn_claims_its_messages_by_its_chat_after_a_burst(database: Da
                 "ALTER TABLE messages SET (autovacuum_enabled = false)"
             )
         )
-    for n in range(30):
-        recorded = await database.run_core(
-            turns.record_inbound,
-            inbound(f"message {n}", event_id=f"e{n}", chat=f"c{n}"),
-            now,
-            timedelta(minutes=30),
-        )
-        assert recorded is not None
+    await _one_message_in_each(database, 30, now)
 
     def burst(conn: Connection) -> None:
         conn.exec_driver_sql(
