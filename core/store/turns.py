@@ -1049,9 +1049,9 @@ def find_backlog(conn: Connection, older_than: datetime, stale_before: datetime)
     unanswered: dict[ChatAddress, int] = {}
     # SQLite hands back its stored text, whose order is the times' order.
     cutoff: Any = older_than if q.raw is None else _sqlite_time(older_than)
-    for mid, created, channel, chat_key, thread in sorted(q.all(_BACKLOG_SQL, {})):
-        if created < cutoff:
-            unanswered.setdefault(ChatAddress(channel, chat_key, thread), mid)
+    old = sorted(row for row in q.all(_BACKLOG_SQL, {}) if row[1] < cutoff)
+    for mid, _, channel, chat_key, thread in old:
+        unanswered.setdefault(ChatAddress(channel, chat_key, thread), mid)
     flush: dict[ChatAddress, int] = {}
     loose: list[int] = []
     for oid, cid, channel, chat_key, thread in q.all(

@@ -121,14 +121,11 @@ async def test_a_turn_claims_its_messages_by_its_chat_after_a_burst(database: Da
     assert len(message_ids) == 5
     ids_sql, ids = turns._in("m", message_ids)
     sql = turns._claim_sql(ids_sql)
-    params = {**ids, "cid": conversation_id, "now": now, "status": "answered"}
+    params = {**ids, "cid": conversation_id, "now": now, "status": "answered", "reply_id": None}
+    explain = "EXPLAIN ANALYZE " if database.is_postgres else "EXPLAIN QUERY PLAN "
 
     def plan(conn: Connection) -> str:
-        if database.is_postgres:
-            rows = conn.execute(text("EXPLAIN ANALYZE " + sql), {**params, "reply_id": None})
-        else:
-            rows = conn.execute(text("EXPLAIN QUERY PLAN " + sql), {**params, "reply_id": None})
-        return " / ".join(str(row[-1]) for row in rows)
+        return " / ".join(str(row[-1]) for row in conn.execute(text(explain + sql), params))
 
     found = await database.run_core(plan)
     if database.is_postgres:
