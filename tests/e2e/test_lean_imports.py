@@ -223,3 +223,35 @@ def test_releasing_free_memory_is_safe_anywhere() -> None:
     from bot.kb import release_free_memory
 
     release_free_memory()  # glibc: malloc_trim; elsewhere nothing
+
+
+def test_chromas_native_pages_are_dropped_and_read_back_on_use(tmp_path: Path) -> None:
+    """What `esoteric serve` does once its memory copy of the vectors is made: Chroma's native
+    library leaves the resident set, and the store still works (its pages are read back)."""
+    script = f"""
+import chromadb
+from bot.kb import CHROMA_NATIVE, drop_library_pages
+
+def resident():
+    total, mapped = 0, ""
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if fields[0].count("-") == 1 and not fields[0].endswith(":"):
+            mapped = fields[5] if len(fields) > 5 else ""
+        elif fields[0] == "Rss:" and mapped.endswith("chromadb_rust_bindings.abi3.so"):
+            total += int(fields[1])
+    return total
+
+client = chromadb.PersistentClient(path={str(tmp_path / "chroma")!r})
+chunks = client.create_collection("chunks")
+chunks.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]], documents=["one", "two"])
+before = resident()
+assert drop_library_pages(CHROMA_NATIVE) > 0
+after = resident()
+assert after < before / 4, (before, after)
+found = chunks.query(query_embeddings=[[0.9, 0.1]], n_results=1)
+assert found["ids"] == [["a"]], found
+assert resident() > after
+assert drop_library_pages("no_such_module") == 0
+"""
+    _python(script, tmp_path)
