@@ -336,7 +336,9 @@ def drop_library_pages(module: str) -> int:
     not Linux, an older kernel, no such module). The pages are the file's own, not the heap's,
     and any the process still runs are read back on their next use: what this drops is the
     library's startup and ingestion code, resident until the kernel needs the memory, which
-    it would otherwise count in this process's RSS for good (18 MiB for Chroma's)."""
+    it would otherwise count in this process's RSS for good (18 MiB for Chroma's). Pages
+    another process maps too (several processes from one installation) stay: the kernel takes
+    only this process's own, and shared ones are one copy for all of them anyway."""
     loaded = sys.modules.get(module)
     path = getattr(loaded, "__file__", None)
     if path is None or not sys.platform.startswith("linux"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -227,8 +228,21 @@ def test_releasing_free_memory_is_safe_anywhere() -> None:
 
 def test_chromas_native_pages_are_dropped_and_read_back_on_use(tmp_path: Path) -> None:
     """What `esoteric serve` does once its memory copy of the vectors is made: Chroma's native
-    library leaves the resident set, and the store still works (its pages are read back)."""
+    library leaves the resident set, and the store still works (its pages are read back).
+
+    The kernel leaves a page that another process maps too (the other test worker has
+    chromadb loaded from the same file), so this process loads a copy of the library's
+    package of its own, as a lone `esoteric serve` on a machine has it."""
+    import chromadb_rust_bindings
+
+    shutil.copytree(
+        Path(chromadb_rust_bindings.__file__).parent,
+        tmp_path / "own" / "chromadb_rust_bindings",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     script = f"""
+import sys
+sys.path.insert(0, {str(tmp_path / "own")!r})
 import chromadb
 from bot.kb import CHROMA_NATIVE, drop_library_pages
 
@@ -253,5 +267,6 @@ found = chunks.query(query_embeddings=[[0.9, 0.1]], n_results=1)
 assert found["ids"] == [["a"]], found
 assert resident() > after
 assert drop_library_pages("no_such_module") == 0
+assert sys.modules["chromadb_rust_bindings"].__file__.startswith({str(tmp_path)!r})
 """
     _python(script, tmp_path)
