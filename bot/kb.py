@@ -341,13 +341,12 @@ def drop_library_pages(module: str) -> int:
     only this process's own, and shared ones are one copy for all of them anyway."""
     loaded = sys.modules.get(module)
     path = getattr(loaded, "__file__", None)
-    if path is None or not sys.platform.startswith("linux"):
+    madvise = _glibc("madvise")
+    if path is None or madvise is None or not sys.platform.startswith("linux"):
         return 0
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        madvise = libc.madvise
         maps = Path("/proc/self/maps").read_text()
-    except (AttributeError, OSError):
+    except OSError:
         return 0
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     real = str(Path(path).resolve())

@@ -259,6 +259,7 @@ def resident():
 client = chromadb.PersistentClient(path={str(tmp_path / "chroma")!r})
 chunks = client.create_collection("chunks")
 chunks.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]], documents=["one", "two"])
+assert sys.modules["chromadb_rust_bindings"].__file__.startswith({str(tmp_path)!r})
 before = resident()
 assert drop_library_pages(CHROMA_NATIVE) > 0
 after = resident()
@@ -267,6 +268,5 @@ found = chunks.query(query_embeddings=[[0.9, 0.1]], n_results=1)
 assert found["ids"] == [["a"]], found
 assert resident() > after
 assert drop_library_pages("no_such_module") == 0
-assert sys.modules["chromadb_rust_bindings"].__file__.startswith({str(tmp_path)!r})
 """
     _python(script, tmp_path)
