@@ -52,6 +52,7 @@ _SEVERAL_PROCESSES = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in _SEVERAL_PROCESSES:
