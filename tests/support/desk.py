@@ -25,6 +25,7 @@ from bot.channels import build_channels
 from bot.runtime import Runtime, open_runtime
 from bot.settings import load_settings
 from tests.adapters.slack.conftest import BOT_TOKEN, SECRET, sign
+from tests.support.seeded import seed_database
 from tests.support.slack_server import PAYLOADS as SLACK_PAYLOADS
 from tests.support.slack_server import SlackStandIn, sample
 from tests.support.telegram_server import TOKEN, TelegramServer, callback_update, message_update
@@ -328,6 +329,7 @@ async def running_desk(
         admins=ADMINS,
         **overrides,
     )
+    await seed_database(settings)
     async with open_runtime(settings, scheduler=False) as runtime:
         channels = build_channels(runtime)
         telegram = next(c for c in channels if isinstance(c, TelegramChannel))

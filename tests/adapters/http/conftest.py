@@ -19,6 +19,7 @@ from bot.asgi import create_app
 from bot.channels import build_channels
 from bot.runtime import Runtime, open_runtime
 from bot.settings import load_settings
+from tests.support.seeded import seed_database
 
 KEY = "test-key-alpha-0123456789"
 OTHER_KEY = "test-key-bravo-9876543210"
@@ -51,6 +52,7 @@ async def running_api(
     }
     values.update(settings)
     config = load_settings(**values)
+    await seed_database(config)
     async with open_runtime(config, scheduler=False) as runtime:
         if prepare is not None:
             prepare(runtime)

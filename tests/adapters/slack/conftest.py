@@ -21,6 +21,7 @@ from bot.channels import build_channels
 from bot.runtime import Runtime, open_runtime
 from bot.settings import load_settings
 from core.store.models import Message
+from tests.support.seeded import seed_database
 from tests.support.slack_server import PAYLOADS, SlackStandIn, sample
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # the fake signing secret of the payload samples
@@ -100,6 +101,7 @@ async def runtime(tmp_path: Path, slack_api: SlackStandIn) -> AsyncIterator[Runt
         slack_sales_channel=SALES,
         admins=f"slack:{ADMIN}",
     )
+    await seed_database(settings)
     async with open_runtime(settings, scheduler=False) as rt:
         yield rt
 
