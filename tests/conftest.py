@@ -21,7 +21,7 @@ from core.store.database import Database, create_database
 from core.store.schema import upgrade_to_head
 from tests.support.desk import slack_stand_in_users
 from tests.support.groq_server import GroqStandIn
-from tests.support.seeded import seed_file
+from tests.support.seeded import seed
 from tests.support.slack_server import SlackStandIn
 from tests.support.telegram_server import TelegramServer
 
@@ -172,9 +172,8 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 @asynccontextmanager
 async def _migrated(url: str) -> AsyncIterator[Database]:
-    if url.startswith("sqlite"):
-        # A copy of a database migrated once per test process (tests/support/seeded.py).
-        await seed_file(Path(url.split(":///", 1)[1]))
+    # On SQLite, a copy of a database migrated once per test process (tests/support/seeded.py).
+    await seed(url)
     db = create_database(url)
     await upgrade_to_head(db)
     try:

@@ -14,8 +14,10 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from sqlalchemy import make_url
+
 from bot.settings import Settings
-from core.store.database import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, create_database
+from core.store.database import _make_private, _sqlite_file, create_database
 from core.store.schema import upgrade_to_head
 
 _template: tempfile.TemporaryDirectory[str] | None = None
@@ -42,24 +44,19 @@ async def _template_file() -> Path:
 
 
 async def seed_database(settings: Settings) -> None:
-    """Copy the template into ``settings``' data directory, unless it holds a database already
-    (a test reopening its data directory) or the database is not the embedded one."""
-    if settings.is_embedded_database and settings.database_url is None:
-        await seed_file(settings.data_dir.resolve() / "esoteric.db")
+    """``seed`` for the database ``settings`` name, when it is the embedded one."""
+    if settings.is_embedded_database:
+        await seed(settings.resolved_database_url)
 
 
-async def seed_file(target: Path) -> None:
-    """Copy the template to ``target`` unless something is there already."""
-    _copy(await _template_file(), target)
-
-
-def _copy(template: Path, target: Path) -> None:
-    if target.exists():
+async def seed(url: str) -> None:
+    """Copy the template to the SQLite file ``url`` names, unless a database is there already
+    (a test reopening its data directory); other databases are left alone."""
+    parsed = make_url(url)
+    target = _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if target is None or target.exists():
         return
-    # As the store makes them: directories owner-only, the file too.
-    missing = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
-    for directory in reversed(missing):
-        directory.mkdir(mode=PRIVATE_DIR_MODE)
-        directory.chmod(PRIVATE_DIR_MODE)
+    template = await _template_file()
+    # Made as the store makes it (owner-only file and missing directories), then filled.
+    _make_private(target)
     shutil.copyfile(template, target)
-    target.chmod(PRIVATE_FILE_MODE)
